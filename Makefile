@@ -1,0 +1,62 @@
+# The single entry point: every workflow step and every README command is a
+# target here, so anything CI does can be reproduced locally with `make <target>`.
+# `make help` (the default) lists the targets.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+# Extra arguments for `mlops run`, e.g. make pipeline ARGS="--force".
+ARGS ?=
+
+# Created once by `python -m venv`; uv then installs exactly the lock file.
+$(BIN)/uv:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+$(VENV)/.installed: pyproject.toml uv.lock | $(BIN)/uv
+	$(BIN)/uv sync --frozen --compile-bytecode
+	@touch $@
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "; print "Usage: make <target>\n"} \
+		/^[a-zA-Z_-]+:.*## / {printf "  %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: install
+install: $(VENV)/.installed ## Create .venv and install the locked dependencies (uv)
+
+.PHONY: lint
+lint: install ## Check code style with flake8
+	$(BIN)/flake8 src ml_service tests
+
+.PHONY: test
+test: lint ## Run lint, then every test (unit, data, integration)
+	$(BIN)/pytest
+
+.PHONY: data-test
+data-test: install ## Run the Great Expectations suite tests on good and bad data
+	$(BIN)/pytest tests/data
+
+.PHONY: data
+data: install ## Regenerate data/diabetes.csv and the bad test fixtures
+	$(BIN)/python -m diabetes_regression.data data/diabetes.csv
+	$(BIN)/python tests/data/make_fixtures.py
+
+.PHONY: pipeline
+pipeline: install ## Run the training pipeline: validate, train, evaluate, gate, register
+	$(BIN)/mlops run --json-out reports/pipeline.json $(ARGS)
+
+.PHONY: status
+status: install ## Show registered model versions, aliases and metrics
+	$(BIN)/mlops status
+
+.PHONY: clean
+clean: ## Remove caches and run outputs (keeps .venv and the .mlflow registry)
+	rm -rf .cache reports outputs .pytest_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +

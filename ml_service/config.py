@@ -1,0 +1,80 @@
+"""The ML parameters file: model params, split and gate rules, validated on load."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ml_service.errors import UsageError
+
+Metric = Literal["rmse", "mse", "mae", "r2"]
+
+
+class SplitConfig(BaseModel):
+    """How rows are divided between training and the holdout."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
+
+
+class GateConfig(BaseModel):
+    """When a candidate may be registered."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    primary_metric: Metric = "rmse"
+    margin: float = Field(default=0.01, ge=0, description="Relative improvement required.")
+    floor: dict[Metric, float] = Field(default_factory=dict)
+
+
+class PipelineConfig(BaseModel):
+    """The whole YAML file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: dict[str, Any] = Field(default_factory=dict)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+
+    @field_validator("model")
+    @classmethod
+    def _model_params_are_named(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not all(isinstance(key, str) for key in value):
+            raise ValueError("model parameter names must be strings")
+        return value
+
+    def fingerprint(self) -> str:
+        """Stable hash of the parameters that shape the trained model."""
+        payload = json.dumps(
+            {"model": self.model, "split": self.split.model_dump()}, sort_keys=True
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def load_config(path: Path) -> PipelineConfig:
+    """Read and validate the YAML config at ``path``.
+
+    Raises:
+        UsageError: If the file is missing, not YAML, or has invalid values.
+    """
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise UsageError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise UsageError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"config file {path} must be a mapping of sections")
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise UsageError(f"invalid config {path}: {problems}") from None

@@ -1,0 +1,178 @@
+"""The MLflow tracking store and model registry, behind a small interface.
+
+Works the same on the embedded SQLite store and on any MLflow server; the only
+difference is where ``Settings`` points the URIs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from ml_service.errors import TrackingError
+from ml_service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+
+
+@dataclass
+class VersionInfo:
+    """A registered model version, as the CLI shows it."""
+
+    version: int
+    aliases: list[str]
+    tags: dict[str, str]
+    run_id: str | None
+    created: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class Registry:
+    """One registered model in one MLflow tracking store.
+
+    Build it with :func:`connect`, which checks that the store answers.
+    """
+
+    def __init__(self, settings: Settings):
+        from mlflow import MlflowClient
+
+        self.settings = settings
+        self.name = settings.model_name
+        self.client = MlflowClient(
+            tracking_uri=settings.resolved_tracking_uri,
+            registry_uri=settings.resolved_tracking_uri,
+        )
+
+    def experiment_id(self) -> str:
+        """Return the id of the configured experiment, creating it if needed."""
+        name = self.settings.experiment_name
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        return self.client.create_experiment(
+            name, artifact_location=self.settings.artifact_location
+        )
+
+    def alias_version(self, alias: str) -> int | None:
+        """Version number the alias points to, or None if it is not set."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return int(self.client.get_model_version_by_alias(self.name, alias).version)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(exc).lower():
+                return None
+            raise
+
+    def load_model(self, version: int):
+        """Load the scikit-learn model of ``version``."""
+        import mlflow.sklearn
+
+        return mlflow.sklearn.load_model(f"models:/{self.name}/{version}")
+
+    def versions(self) -> list[VersionInfo]:
+        """All versions of the model, newest first, with their aliases and tags."""
+        found = self.client.search_model_versions(f"name = '{self.name}'")
+        if not found:
+            return []
+        # Version search results do not carry aliases on every store; the
+        # registered model does.
+        aliases: dict[int, list[str]] = {}
+        for alias, version in (self.client.get_registered_model(self.name).aliases or {}).items():
+            aliases.setdefault(int(version), []).append(alias)
+        infos = []
+        for mv in found:
+            tags = dict(mv.tags or {})
+            infos.append(
+                VersionInfo(
+                    version=int(mv.version),
+                    aliases=sorted(aliases.get(int(mv.version), [])),
+                    tags=tags,
+                    run_id=mv.run_id,
+                    created=int(mv.creation_timestamp or 0),
+                    metrics={
+                        key.removeprefix("metric."): float(value)
+                        for key, value in tags.items()
+                        if key.startswith("metric.")
+                    },
+                )
+            )
+        return sorted(infos, key=lambda info: info.version, reverse=True)
+
+    def find_tagged(self, key: str, value: str) -> int | None:
+        """Newest version whose tag ``key`` equals ``value``, or None."""
+        for info in self.versions():
+            if info.tags.get(key) == value:
+                return info.version
+        return None
+
+    def register(
+        self, model_uri: str, run_id: str, tags: dict[str, Any], model_id: str | None = None
+    ) -> int:
+        """Register ``model_uri`` as a new version with ``tags`` and make it the champion."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(
+                self.name, description="Registered by the mlops pipeline when it passes the gate."
+            )
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        version = self.client.create_model_version(
+            name=self.name,
+            source=model_uri,
+            run_id=run_id,
+            tags={k: str(v) for k, v in tags.items()},
+            model_id=model_id,
+        )
+        self.client.set_registered_model_alias(self.name, CHAMPION, version.version)
+        logger.info("registered %s version %s as %s", self.name, version.version, CHAMPION)
+        return int(version.version)
+
+
+def connect(settings: Settings) -> Registry:
+    """Point MLflow at the configured store and check that it answers.
+
+    Raises:
+        TrackingError: If a tracking server is unreachable or the store is unusable,
+            with the URI in the message.
+    """
+    import mlflow
+
+    uri = settings.resolved_tracking_uri
+    if settings.embedded:
+        settings.store_dir.mkdir(parents=True, exist_ok=True)
+    elif uri.startswith(("http://", "https://")):
+        _check_server(uri, settings.server_timeout)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    registry = Registry(settings)
+    try:
+        registry.experiment_id()
+    except Exception as exc:  # any backend failure means the store is unusable
+        raise TrackingError(f"cannot use the MLflow tracking store at {uri}: {exc}") from exc
+    return registry
+
+
+def _check_server(uri: str, timeout: float) -> None:
+    # MLflow's own client retries for minutes before failing; ask the server's
+    # health endpoint once, with a deadline, so a wrong URI fails in seconds.
+    import requests
+
+    health = uri.rstrip("/") + "/health"
+    try:
+        response = requests.get(health, timeout=timeout)
+    except requests.RequestException as exc:
+        raise TrackingError(
+            f"cannot reach the MLflow tracking server at {uri} ({type(exc).__name__}); "
+            "check MLFLOW_TRACKING_URI, or unset it to use the embedded store"
+        ) from None
+    if response.status_code != 200:
+        raise TrackingError(
+            f"the MLflow tracking server at {uri} answered {response.status_code} on /health; "
+            "is MLFLOW_TRACKING_URI an MLflow server?"
+        )

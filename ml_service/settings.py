@@ -1,0 +1,66 @@
+"""Runtime settings, read once from the environment (or ``.env``) in the entry point.
+
+ML parameters live in the model package's ``config.yaml`` instead, so that a
+retrain is reproducible from git; these are the values that differ between a
+laptop, CI and production.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+import diabetes_regression
+
+DEFAULT_CONFIG = Path(diabetes_regression.__file__).with_name("config.yaml")
+
+
+class Settings(BaseSettings):
+    """Where things are and what they are called.
+
+    Every field can be set as an environment variable with the ``MLOPS_`` prefix
+    (``MLOPS_MODEL_NAME``), except the tracking URI, which uses MLflow's own
+    ``MLFLOW_TRACKING_URI`` so that existing MLflow setups just work.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="MLOPS_", env_file=".env", extra="ignore")
+
+    tracking_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "MLOPS_TRACKING_URI"),
+        description="MLflow tracking/registry URI; unset means the embedded SQLite store.",
+    )
+    store_dir: Path = Field(
+        default=Path(".mlflow"),
+        description="Directory of the embedded store (SQLite database and artifacts).",
+    )
+    model_name: str = Field(default="diabetes-ridge", description="Registered model name.")
+    experiment_name: str = Field(default="diabetes-ridge", description="MLflow experiment.")
+    data_path: Path = Field(default=Path("data/diabetes.csv"), description="Training data.")
+    config_path: Path = Field(default=DEFAULT_CONFIG, description="ML parameters (YAML).")
+    cache_dir: Path = Field(default=Path(".cache/pipeline"), description="Step cache.")
+    reports_dir: Path = Field(default=Path("reports"), description="Validation reports.")
+    server_timeout: float = Field(
+        default=10.0, description="Seconds to wait for a remote tracking server to answer."
+    )
+
+    @property
+    def embedded(self) -> bool:
+        """True when no tracking URI is set and the embedded store is used."""
+        return not self.tracking_uri
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        """The tracking URI in effect: the configured one or the embedded store's."""
+        if self.tracking_uri:
+            return self.tracking_uri
+        return f"sqlite:///{(self.store_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def artifact_location(self) -> str | None:
+        """Artifact root for new experiments; None lets a tracking server decide."""
+        if self.embedded:
+            return (self.store_dir / "artifacts").resolve().as_uri()
+        return None
