@@ -13,6 +13,8 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 # Extra arguments for `mlops run`, e.g. make pipeline ARGS="--force".
 ARGS ?=
+# Where run summaries and validation reports go (read by `mlops` too).
+export MLOPS_REPORTS_DIR ?= reports
 
 # Created once by `python -m venv`; uv then installs exactly the lock file.
 $(BIN)/uv:
@@ -48,9 +50,16 @@ data: install ## Regenerate data/diabetes.csv and the bad test fixtures
 	$(BIN)/python -m diabetes_regression.data data/diabetes.csv
 	$(BIN)/python tests/data/make_fixtures.py
 
+.PHONY: environments
+environments: install ## Export environments/*/requirements.txt (hash-pinned) from uv.lock
+	$(BIN)/uv export --frozen --quiet --no-dev --no-emit-project --no-header \
+		--output-file environments/training/requirements.txt
+	$(BIN)/uv export --frozen --quiet --no-emit-project --no-header \
+		--output-file environments/ci/requirements.txt
+
 .PHONY: pipeline
 pipeline: install ## Run the training pipeline: validate, train, evaluate, gate, register
-	$(BIN)/mlops run --json-out reports/pipeline.json $(ARGS)
+	$(BIN)/mlops run --json-out $(MLOPS_REPORTS_DIR)/pipeline.json $(ARGS)
 
 .PHONY: status
 status: install ## Show registered model versions, aliases and metrics

@@ -1,0 +1,73 @@
+"""Shared fixtures: an isolated MLflow store and cache per test, and a CLI runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "data" / "diabetes.csv"
+DEFAULT_CONFIG = REPO / "src" / "diabetes_regression" / "config.yaml"
+
+
+@pytest.fixture
+def diabetes() -> pd.DataFrame:
+    """The example dataset as read from data/diabetes.csv."""
+    return pd.read_csv(DATA)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh working directory with its own embedded store, cache and reports.
+
+    The developer's MLFLOW_TRACKING_URI and .env are kept out of the test.
+    """
+    monkeypatch.chdir(tmp_path)
+    for name in ("MLFLOW_TRACKING_URI", "MLOPS_TRACKING_URI", "MLOPS_CONFIG_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLOPS_DATA_PATH", str(DATA))
+    monkeypatch.setenv("MLOPS_STORE_DIR", str(tmp_path / ".mlflow"))
+    monkeypatch.setenv("MLOPS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("MLOPS_REPORTS_DIR", str(tmp_path / "reports"))
+    return tmp_path
+
+
+def write_config(directory: Path, name: str = "config.yaml", **model) -> Path:
+    """Write a copy of the default config with ``model`` params overridden."""
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    config["model"].update(model)
+    path = directory / name
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+class Cli:
+    """Runs ``mlops`` in-process and reads its --json-out file."""
+
+    def __init__(self, directory: Path):
+        from ml_service.cli import app
+
+        self.app = app
+        self.directory = directory
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str):
+        return self.runner.invoke(self.app, list(args))
+
+    def run(self, *args: str) -> tuple[object, dict | None]:
+        """``mlops run *args --json-out``; returns (click result, parsed JSON or None)."""
+        out = self.directory / "result.json"
+        out.unlink(missing_ok=True)
+        result = self("run", *args, "--json-out", str(out))
+        return result, json.loads(out.read_text()) if out.exists() else None
+
+
+@pytest.fixture
+def cli(workdir: Path) -> Cli:
+    """The mlops CLI bound to the isolated ``workdir``."""
+    return Cli(workdir)

@@ -1,0 +1,142 @@
+"""Every Makefile target, run the way the README and the workflows run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+MAKEFILE = (REPO / "Makefile").read_text()
+TARGETS = re.findall(r"^([a-z][a-z-]*):.*## (.+)$", MAKEFILE, flags=re.M)
+
+
+def make(*args: str, env: dict[str, str] | None = None, cwd: Path = REPO):
+    return subprocess.run(
+        ["make", "-f", str(REPO / "Makefile"), *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture
+def isolated(tmp_path: Path) -> dict[str, str]:
+    """Environment that sends the store, cache and reports to ``tmp_path``."""
+    env = {
+        "MLOPS_STORE_DIR": str(tmp_path / ".mlflow"),
+        "MLOPS_CACHE_DIR": str(tmp_path / "cache"),
+        "MLOPS_REPORTS_DIR": str(tmp_path / "reports"),
+    }
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def test_help_is_the_default_goal_and_lists_every_target():
+    result = make()
+    assert result.returncode == 0
+    for target, description in TARGETS:
+        assert re.search(rf"^\s+{target}\s+{re.escape(description)}$", result.stdout, re.M)
+        assert f".PHONY: {target}\n" in MAKEFILE, f"{target} is not .PHONY"
+    names = {t for t, _ in TARGETS}
+    assert {"help", "install", "lint", "test", "data-test", "pipeline", "status", "clean"} <= names
+
+
+def test_install_is_a_no_op_once_the_lock_is_installed():
+    first = make("install")
+    assert first.returncode == 0, first.stderr
+    second = make("install")
+    assert second.returncode == 0 and "uv sync" not in second.stdout
+
+
+def test_pipeline_registers_then_reruns_from_cache_and_status_shows_it(isolated, tmp_path):
+    result = make("pipeline", env=isolated)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "registered version 1 as champion" in result.stdout
+    summary = json.loads((tmp_path / "reports" / "pipeline.json").read_text())
+    assert summary["registered"] is True
+
+    result = make("pipeline", env=isolated)
+    assert result.returncode == 0, result.stderr
+    assert "not registered" in result.stdout and "reused from cache" in result.stdout
+
+    status = make("status", env=isolated)
+    assert status.returncode == 0 and "champion" in status.stdout
+
+
+def test_pipeline_passes_args_through(isolated):
+    result = make("pipeline", "ARGS=--data missing.csv", env=isolated)
+    assert result.returncode != 0
+    assert "data file not found: missing.csv" in result.stderr
+
+
+def test_lint_is_clean():
+    result = make("lint")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_test_target_runs_lint_then_pytest():
+    dry = make("-n", "test").stdout
+    assert dry.index("flake8") < dry.index("pytest")
+
+
+def test_data_target_regenerates_the_committed_files_unchanged():
+    fixtures = sorted((REPO / "tests" / "data" / "fixtures").glob("*.csv"))
+    tracked = [REPO / "data" / "diabetes.csv", *fixtures]
+    before = {path: path.read_bytes() for path in tracked}
+    result = make("data")
+    assert result.returncode == 0, result.stderr
+    assert {path: path.read_bytes() for path in tracked} == before
+
+
+def test_data_test_runs_the_suite_tests():
+    result = make("data-test")
+    assert result.returncode == 0, result.stdout
+    assert re.search(r"\d+ passed", result.stdout)
+
+
+def test_clean_removes_outputs_but_keeps_the_registry(tmp_path):
+    for directory in (".cache", "reports", "outputs", "pkg/__pycache__", ".mlflow"):
+        (tmp_path / directory).mkdir(parents=True)
+    result = make("clean", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".mlflow", "pkg"]
+    assert not (tmp_path / "pkg" / "__pycache__").exists()
+
+
+def test_the_mlops_entry_point_exits_with_documented_codes(tmp_path):
+    mlops = REPO / ".venv" / "bin" / "mlops"
+    help_text = subprocess.run([mlops, "--help"], capture_output=True, text=True)
+    assert help_text.returncode == 0
+    for command in ("validate", "train", "evaluate", "run", "status"):
+        assert command in help_text.stdout
+    bad = subprocess.run(
+        [mlops, "validate", "--data", "tests/data/fixtures/wrong_types.csv"],
+        capture_output=True, text=True, cwd=REPO,
+        env={**os.environ, "MLOPS_REPORTS_DIR": str(tmp_path), "MLOPS_CACHE_DIR": str(tmp_path)},
+    )
+    assert bad.returncode == 3
+    assert "column 'sex'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_environment_exports_match_the_lock_file():
+    exports = sorted((REPO / "environments").glob("*/requirements.txt"))
+    assert [p.parent.name for p in exports] == ["ci", "training"]
+    before = {path: path.read_text() for path in exports}
+    result = make("environments")
+    assert result.returncode == 0, result.stderr
+    after = {path: path.read_text() for path in exports}
+    assert after == before, "environments/ are stale: run `make environments` and commit"
+    for text in after.values():
+        pins = [line for line in text.splitlines() if line and line[0].isalpha()]
+        assert pins and all("==" in line for line in pins)
+        assert text.count("--hash=sha256:") >= len(pins)
+    assert "pytest==" in after[REPO / "environments/ci/requirements.txt"]
+    assert "pytest==" not in after[REPO / "environments/training/requirements.txt"]

@@ -1,0 +1,30 @@
+from pathlib import Path
+
+from ml_service.settings import Settings
+
+
+def test_without_a_tracking_uri_the_embedded_sqlite_store_is_used(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(store_dir=Path("store"))
+    assert settings.embedded
+    assert settings.resolved_tracking_uri == f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    assert settings.artifact_location == (tmp_path / "store" / "artifacts").as_uri()
+
+
+def test_mlflow_tracking_uri_from_the_environment_selects_a_server(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    settings = Settings()
+    assert not settings.embedded
+    assert settings.resolved_tracking_uri == "http://mlflow.example:5000"
+    assert settings.artifact_location is None  # the server decides
+
+
+def test_mlops_prefixed_variables_and_dotenv_are_read(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLOPS_MODEL_NAME", raising=False)
+    (tmp_path / ".env").write_text("MLOPS_MODEL_NAME=from-dotenv\n")
+    monkeypatch.setenv("MLOPS_EXPERIMENT_NAME", "from-env")
+    settings = Settings()
+    assert settings.model_name == "from-dotenv"
+    assert settings.experiment_name == "from-env"
