@@ -211,20 +211,7 @@ def evaluate(
     json_out: JsonOption = None,
 ) -> None:
     """Compare a fresh candidate with the champion on the same holdout; register nothing."""
-
-    def body():
-        from ml_service.pipeline import run_pipeline
-        from ml_service.registry import connect
-
-        settings, path, cfg = _prepare(data, config)
-        registry = connect(settings)
-        progress = Progress()
-        result = run_pipeline(path, cfg, settings, registry, on_step=progress, dry_run=True)
-        progress.close()
-        _summary(result, would=True)
-        _write_json(json_out, result.as_json())
-
-    _guard(body)
+    _guard(lambda: _pipeline(data, config, json_out, dry_run=True))
 
 
 @app.command()
@@ -237,21 +224,23 @@ def run(
     json_out: JsonOption = None,
 ) -> None:
     """Run the whole pipeline: validate, split, train, evaluate, gate, register."""
+    _guard(lambda: _pipeline(data, config, json_out, force=force))
 
-    def body():
-        from ml_service.pipeline import run_pipeline
-        from ml_service.registry import connect
 
-        settings, path, cfg = _prepare(data, config)
-        registry = connect(settings)
-        progress = Progress()
-        result = run_pipeline(path, cfg, settings, registry, force=force, on_step=progress)
-        elapsed = progress.close()
-        _summary(result)
-        out.print(f"[dim]finished in {elapsed:.1f}s; store: {settings.resolved_tracking_uri}[/]")
-        _write_json(json_out, result.as_json())
+def _pipeline(data, config, json_out, force: bool = False, dry_run: bool = False) -> None:
+    from ml_service.pipeline import run_pipeline
+    from ml_service.registry import connect
 
-    _guard(body)
+    settings, path, cfg = _prepare(data, config)
+    registry = connect(settings)
+    progress = Progress()
+    result = run_pipeline(
+        path, cfg, settings, registry, force=force, on_step=progress, dry_run=dry_run
+    )
+    elapsed = progress.close()
+    _summary(result, would=dry_run)
+    out.print(f"[dim]finished in {elapsed:.1f}s; store: {settings.resolved_tracking_uri}[/]")
+    _write_json(json_out, result.as_json())
 
 
 def _summary(result, would: bool = False) -> None:

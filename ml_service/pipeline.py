@@ -179,15 +179,23 @@ def code_version(*modules) -> str:
     return digest.hexdigest()
 
 
-def git_commit() -> str:
-    """The commit being run: git's HEAD, else ``GITHUB_SHA``, else "unknown"."""
+def git_commit() -> tuple[str, bool]:
+    """The commit of the project being run and whether its tree has local changes.
+
+    Asks git in the project directory; outside a checkout (an installed wheel),
+    falls back to ``GITHUB_SHA`` or "unknown".
+    """
+    project = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=project, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
-        )
-        return out.stdout.strip()
+        return git("rev-parse", "HEAD"), bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
-        return os.environ.get("GITHUB_SHA", "unknown")
+        return os.environ.get("GITHUB_SHA", "unknown"), False
 
 
 def load_data(path: Path) -> pd.DataFrame:
@@ -359,7 +367,7 @@ def _log_and_register(
 ) -> tuple[str, int | None]:
     import mlflow
 
-    commit = git_commit()
+    commit, dirty = git_commit()
     flat_params = {f"model.{k}": v for k, v in config.model.items()}
     flat_params.update(
         {
@@ -373,6 +381,7 @@ def _log_and_register(
         mlflow.set_tags(
             {
                 "git_commit": commit,
+                "git_dirty": str(dirty).lower(),
                 "mlflow.source.git.commit": commit,
                 "dataset_digest": candidate.digest,
                 "fingerprint": key,
