@@ -61,6 +61,7 @@ def main(
     # MLflow installs its own INFO handler on import unless told not to; the
     # CLI decides what is shown, through the root logger configured here.
     os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -298,6 +299,180 @@ def status(json_out: JsonOption = None) -> None:
                 v.tags.get("forced", ""),
             )
         out.print(table)
+        _print_deployments(settings)
+
+    _guard(body)
+
+
+def _print_deployments(settings) -> None:
+    from ml_service.errors import MlopsError as _Err
+    from ml_service.release import deployments, docker_client
+
+    try:
+        running = deployments(settings, docker_client())
+    except _Err as exc:
+        out.print(f"[dim]deployments: unknown ({exc})[/]")
+        return
+    if not running:
+        out.print("[dim]deployments: no QA or production container[/]")
+        return
+    table = Table(title="deployments", title_justify="left")
+    for column in ("stage", "version", "container", "status", "health", "image"):
+        table.add_column(column)
+    for d in running:
+        table.add_row(d["stage"], d["version"], d["container"], d["status"], d["health"], d["image"])
+    out.print(table)
+
+
+VersionOption = Annotated[
+    Optional[int],
+    typer.Option("--version", help="Model version [default: the champion]."),
+]
+
+
+def _version(registry, version: int | None, alias: str = "champion") -> int:
+    chosen = version or registry.alias_version(alias)
+    if chosen is None:
+        raise UsageError(f"no version has alias '{alias}' yet: run `make pipeline` first")
+    return chosen
+
+
+@app.command()
+def bundle(
+    version: VersionOption = None,
+    out_dir: Annotated[
+        Optional[Path], typer.Option("--out", help="Bundle directory [default: MLOPS_BUNDLE_DIR].")
+    ] = None,
+) -> None:
+    """Export a registered version as a scoring bundle (model file + metadata.json)."""
+
+    def body():
+        from ml_service.bundle import export_bundle
+        from ml_service.registry import connect
+
+        settings = _settings()
+        registry = connect(settings)
+        chosen = _version(registry, version)
+        target = out_dir or settings.bundle_dir
+        metadata = export_bundle(registry, chosen, target)
+        out.print(f"exported {metadata.name} v{metadata.version} to {target} (sha256 {metadata.sha256[:12]}…)")
+
+    _guard(body)
+
+
+@app.command()
+def serve(
+    version: VersionOption = None,
+    host: Annotated[Optional[str], typer.Option(help="Bind address [default: MLOPS_SERVE_HOST].")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port [default: MLOPS_SERVE_PORT].")] = None,
+) -> None:
+    """Serve a registered version locally with uvicorn (no Docker)."""
+
+    def body():
+        import uvicorn
+
+        from ml_service.bundle import export_bundle
+        from ml_service.registry import connect
+        from ml_service.serving import create_app
+
+        settings = _settings()
+        registry = connect(settings)
+        chosen = _version(registry, version)
+        export_bundle(registry, chosen, settings.bundle_dir)
+        app_ = create_app(settings)
+        bind_host, bind_port = host or settings.serve_host, port or settings.serve_port
+        out.print(f"serving {registry.name} v{chosen} on http://{bind_host}:{bind_port} (docs at /docs)")
+        uvicorn.run(app_, host=bind_host, port=bind_port, log_level="warning")
+
+    _guard(body)
+
+
+@app.command()
+def image(version: VersionOption = None) -> None:
+    """Build the scoring image for a version (hermetic: wheels gathered first)."""
+
+    def body():
+        from ml_service.registry import connect
+        from ml_service.release import build_image
+
+        settings = _settings()
+        registry = connect(settings)
+        chosen = _version(registry, version)
+        started = time.perf_counter()
+        image_id, tag = build_image(settings, registry, chosen)
+        out.print(f"built {tag} ({image_id[:19]}) in {time.perf_counter() - started:.1f}s")
+
+    _guard(body)
+
+
+@app.command()
+def release(
+    version: VersionOption = None,
+    rebuild: Annotated[bool, typer.Option(help="Build even if the version has an image.")] = False,
+) -> None:
+    """Build the image (if needed), run it as QA, smoke-test it, set alias 'qa'."""
+
+    def body():
+        from ml_service.registry import connect
+        from ml_service.release import build_image, deploy_qa, docker_client
+
+        settings = _settings()
+        registry = connect(settings)
+        client = docker_client()
+        chosen = _version(registry, version)
+        image_id = registry.get_version(chosen).tags.get("image.id")
+        if rebuild or not image_id or not _image_exists(client, image_id):
+            image_id, _ = build_image(settings, registry, chosen, client)
+        deployment = deploy_qa(settings, registry, chosen, image_id, client)
+        out.print(
+            f"[green]QA passed[/]: version {chosen} serves at {deployment.url} "
+            f"({deployment.container}, image {image_id[:19]}); alias 'qa' set"
+        )
+
+    _guard(body)
+
+
+def _image_exists(client, image_id: str) -> bool:
+    from docker.errors import ImageNotFound
+
+    try:
+        client.images.get(image_id)
+        return True
+    except ImageNotFound:
+        return False
+
+
+@app.command()
+def promote(version: VersionOption = None) -> None:
+    """Run the image that passed QA in production; roll back if its smoke test fails."""
+
+    def body():
+        from ml_service.registry import connect
+        from ml_service import release as rel
+
+        settings = _settings()
+        registry = connect(settings)
+        deployment = rel.promote(settings, registry, version)
+        out.print(
+            f"[green]promoted[/] version {deployment.version} to production at {deployment.url} "
+            f"(image {deployment.image_id[:19]}); alias 'production' set"
+        )
+
+    _guard(body)
+
+
+@app.command()
+def rollback() -> None:
+    """Return production to the previously promoted version."""
+
+    def body():
+        from ml_service.registry import connect
+        from ml_service import release as rel
+
+        settings = _settings()
+        registry = connect(settings)
+        deployment = rel.rollback(settings, registry)
+        out.print(f"[green]rolled back[/]: production serves version {deployment.version} again")
 
     _guard(body)
 

@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from ml_service.errors import TrackingError
+from ml_service.errors import MlopsError, TrackingError
 from ml_service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -72,6 +72,17 @@ class Registry:
         import mlflow.sklearn
 
         return mlflow.sklearn.load_model(f"models:/{self.name}/{version}")
+
+    def get_version(self, version: int) -> VersionInfo:
+        """One version's info.
+
+        Raises:
+            MlopsError: If the version is not registered.
+        """
+        for info in self.versions():
+            if info.version == int(version):
+                return info
+        raise MlopsError(f"{self.name} has no version {version}; see `mlops status`")
 
     def versions(self) -> list[VersionInfo]:
         """All versions of the model, newest first, with their aliases and tags."""

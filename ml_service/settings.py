@@ -46,6 +46,31 @@ class Settings(BaseSettings):
         default=10.0, description="Seconds to wait for a remote tracking server to answer."
     )
 
+    # Scoring service
+    bundle_dir: Path = Field(
+        default=Path("build/bundle"), description="Model bundle the scoring service loads."
+    )
+    model_sha256: str | None = Field(
+        default=None, description="Expected SHA-256 of the bundled model file (image builds)."
+    )
+    serve_host: str = Field(default="127.0.0.1", description="Scoring service bind address.")
+    serve_port: int = Field(default=8080, ge=1, le=65535, description="Scoring service port.")
+    max_rows: int = Field(default=10_000, ge=1, description="Most rows in one /score request.")
+    max_body_bytes: int = Field(
+        default=5_000_000, ge=1024, description="Largest /score request body, in bytes."
+    )
+
+    # Image and release
+    image_name: str = Field(default="diabetes-ridge-scoring", description="Scoring image name.")
+    base_image: str = Field(default="python:3.11-slim", description="Scoring image base.")
+    image_python: str = Field(default="3.11", description="Python version of the base image.")
+    build_dir: Path = Field(default=Path("build"), description="Image contexts and wheels.")
+    qa_port: int = Field(default=8081, ge=1, le=65535, description="Host port of QA.")
+    production_port: int = Field(default=8080, ge=1, le=65535, description="Host port of prod.")
+    smoke_deadline: float = Field(
+        default=90.0, gt=0, description="Seconds a new container has to become healthy."
+    )
+
     @property
     def embedded(self) -> bool:
         """True when no tracking URI is set and the embedded store is used."""

@@ -1,0 +1,401 @@
+"""Release: build the scoring image, run it in QA, promote it to production.
+
+QA and production are containers on a Docker engine (the Docker SDK talks to
+whatever ``DOCKER_HOST`` points at). Each step records what it did in the
+registry, so the state survives the process:
+
+- model version tags ``image.id`` / ``image.tag``: the image built for it;
+- alias ``qa``: the version whose image passed the QA smoke test;
+- alias ``production``: the version serving in production, and the registered
+  model tag ``production.history`` (versions in promotion order) for rollback.
+
+Promotion runs the exact image (by ID) that passed QA, never a rebuild.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from diabetes_regression.schema import CONTRACT
+from ml_service.bundle import export_bundle
+from ml_service.errors import MlopsError
+from ml_service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+DOCKERFILE = Path(__file__).resolve().parents[1] / "environments" / "scoring" / "Dockerfile"
+PROJECT = Path(__file__).resolve().parents[1]
+STAGE_LABEL = "io.github.mlops-template.stage"
+VERSION_LABEL = "io.github.mlops-template.model.version"
+HISTORY_TAG = "production.history"
+SMOKE_ROWS = 5
+
+
+class ReleaseError(MlopsError):
+    """A release step failed; the message says what state things were left in."""
+
+
+@dataclass
+class Deployment:
+    """A stage's running container."""
+
+    stage: str
+    version: int
+    container: str
+    image_id: str
+    url: str
+
+
+# ---------------------------------------------------------------------- docker
+
+
+def docker_client():
+    """A Docker SDK client that has answered a ping.
+
+    Raises:
+        MlopsError: If the SDK cannot reach an engine, with what to do about it.
+    """
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except DockerException as exc:
+        raise MlopsError(
+            f"no Docker engine is reachable ({exc.__class__.__name__}): start Docker, "
+            "or set DOCKER_HOST to a running engine"
+        ) from None
+    return client
+
+
+# ----------------------------------------------------------------------- image
+
+
+def gather_wheels(settings: Settings) -> tuple[Path, Path]:
+    """Export the scoring requirements and download their wheels on the host.
+
+    Returns:
+        (requirements file, wheels directory). The wheels directory is kept
+        between builds, so only new pins are downloaded.
+    """
+    build = settings.build_dir.resolve()
+    wheels = build / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    requirements = build / "scoring-requirements.txt"
+    bin_dir = Path(sys.executable).parent
+    _run(
+        [str(bin_dir / "uv"), "export", "--frozen", "--quiet", "--only-group", "scoring",
+         "--no-emit-project", "--no-header", "--output-file", str(requirements)],
+        "export the scoring requirements from uv.lock",
+    )
+    arch = platform.machine()
+    _run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+         "--require-hashes", "--no-deps", "--only-binary=:all:",
+         "--python-version", settings.image_python, "--implementation", "cp",
+         "--platform", f"manylinux_2_17_{arch}", "--platform", f"manylinux2014_{arch}",
+         "--platform", f"manylinux_2_28_{arch}", "--platform", f"manylinux_2_34_{arch}",
+         "-r", str(requirements), "--dest", str(wheels)],
+        "download the scoring wheels",
+    )
+    for old in wheels.glob("mlops_template-*.whl"):
+        old.unlink()
+    _run(
+        [str(bin_dir / "uv"), "build", "--wheel", "--quiet", "--out-dir", str(wheels),
+         str(PROJECT)],
+        "build the project wheel",
+    )
+    return requirements, wheels
+
+
+def _run(command: list[str], what: str) -> None:
+    result = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT)
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
+        raise MlopsError(f"could not {what}: " + " | ".join(tail))
+
+
+def build_image(settings: Settings, registry, version: int, client=None) -> tuple[str, str]:
+    """Build the scoring image for ``version`` with no network during the build.
+
+    Returns:
+        (image ID, tag). Both are also recorded as tags on the model version.
+    """
+    from docker.errors import BuildError, ImageNotFound
+
+    client = client or docker_client()
+    try:
+        client.images.get(settings.base_image)
+    except ImageNotFound:
+        raise MlopsError(
+            f"base image {settings.base_image} is not on this Docker engine: "
+            f"`docker pull {settings.base_image}`, or build one without a registry with "
+            "infra/base-image/build.sh and set MLOPS_BASE_IMAGE"
+        ) from None
+    requirements, wheels = gather_wheels(settings)
+    context = settings.build_dir.resolve() / "context"
+    if context.exists():
+        shutil.rmtree(context)
+    context.mkdir(parents=True)
+    shutil.copy2(DOCKERFILE, context / "Dockerfile")
+    shutil.copy2(requirements, context / "requirements.txt")
+    shutil.copytree(wheels, context / "wheels")
+    metadata = export_bundle(registry, version, context / "bundle")
+
+    tag = f"{settings.image_name}:v{version}"
+    started = time.perf_counter()
+    try:
+        image, _ = client.images.build(
+            path=str(context),
+            tag=tag,
+            rm=True,
+            forcerm=True,
+            pull=False,
+            network_mode="none",  # hermetic: everything comes from the context
+            buildargs={
+                "BASE_IMAGE": settings.base_image,
+                "MODEL_NAME": metadata.name,
+                "MODEL_VERSION": str(version),
+                "GIT_COMMIT": metadata.git_commit,
+                "MODEL_SHA256": metadata.sha256,
+            },
+        )
+    except BuildError as exc:
+        log = "".join(chunk.get("stream", "") for chunk in exc.build_log)[-2000:]
+        raise MlopsError(f"docker build failed: {exc.msg}\n{log}") from None
+    logger.info("built %s (%s) in %.1fs", tag, image.id, time.perf_counter() - started)
+    registry.client.set_model_version_tag(registry.name, str(version), "image.id", image.id)
+    registry.client.set_model_version_tag(registry.name, str(version), "image.tag", tag)
+    return image.id, tag
+
+
+# ------------------------------------------------------------------ smoke test
+
+
+def smoke_payload(settings: Settings) -> list[list[float]]:
+    """The fixed smoke-test rows: the first rows of the training dataset."""
+    import pandas as pd
+
+    frame = pd.read_csv(settings.data_path, nrows=SMOKE_ROWS)
+    return frame[CONTRACT.feature_names].astype(float).values.tolist()
+
+
+def smoke_test(url: str, version: int, expected: np.ndarray, rows: list, deadline: float) -> None:
+    """Wait for ``url`` to be healthy, then check it scores ``rows`` as ``expected``.
+
+    Raises:
+        ReleaseError: If the service is not healthy in time, serves another
+            version, or predicts differently from the registry's model.
+    """
+    import requests
+
+    stop = time.monotonic() + deadline
+    last = "no answer"
+    while True:
+        try:
+            response = requests.get(f"{url}/health", timeout=2)
+            if response.status_code == 200:
+                break
+            last = f"HTTP {response.status_code}"
+        except requests.RequestException as exc:
+            last = type(exc).__name__
+        if time.monotonic() > stop:
+            raise ReleaseError(f"{url} not healthy within {deadline:.0f}s (last: {last})")
+        time.sleep(0.5)
+    response = requests.post(f"{url}/score", json={"data": rows}, timeout=10)
+    if response.status_code != 200:
+        raise ReleaseError(f"{url}/score answered {response.status_code}: {response.text[:300]}")
+    body = response.json()
+    served = body.get("model", {}).get("version")
+    if served != version:
+        raise ReleaseError(f"{url} serves version {served}, expected {version}")
+    got = np.asarray(body.get("result"), dtype=float)
+    if got.shape != expected.shape or not np.allclose(got, expected, rtol=1e-9, atol=1e-9):
+        raise ReleaseError(
+            f"{url} predictions {got.round(4).tolist()} differ from the registry model's "
+            f"{expected.round(4).tolist()}"
+        )
+
+
+def expected_predictions(registry, version: int, rows: list) -> np.ndarray:
+    """What the registry's own copy of ``version`` predicts for ``rows``."""
+    import pandas as pd
+
+    model = registry.load_model(version)
+    return np.asarray(model.predict(pd.DataFrame(rows, columns=CONTRACT.feature_names)), float)
+
+
+# ---------------------------------------------------------------- deployments
+
+
+def container_name(settings: Settings, stage: str) -> str:
+    """Name of a stage's container, e.g. ``diabetes-ridge-production``."""
+    return f"{settings.model_name}-{stage}"
+
+
+def _port(settings: Settings, stage: str) -> int:
+    return settings.qa_port if stage == "qa" else settings.production_port
+
+
+def _start(client, settings: Settings, stage: str, image_id: str, version: int, name: str):
+    return client.containers.run(
+        image_id,
+        name=name,
+        detach=True,
+        ports={"8080/tcp": ("127.0.0.1", _port(settings, stage))},
+        labels={STAGE_LABEL: stage, VERSION_LABEL: str(version)},
+        restart_policy={"Name": "unless-stopped"},
+        read_only=True,
+        tmpfs={"/tmp": "size=16m"},
+    )
+
+
+def _get(client, name: str):
+    from docker.errors import NotFound
+
+    try:
+        return client.containers.get(name)
+    except NotFound:
+        return None
+
+
+def image_for(registry, version: int) -> str:
+    """The image ID recorded for ``version``.
+
+    Raises:
+        ReleaseError: If no image was built for it.
+    """
+    image_id = registry.get_version(version).tags.get("image.id")
+    if not image_id:
+        raise ReleaseError(
+            f"no image was built for version {version}: run `mlops release --version {version}`"
+        )
+    return image_id
+
+
+def deploy_qa(settings: Settings, registry, version: int, image_id: str, client=None) -> Deployment:
+    """Replace the QA container with ``image_id``, smoke-test it, set alias ``qa``."""
+    client = client or docker_client()
+    name = container_name(settings, "qa")
+    old = _get(client, name)
+    if old is not None:
+        old.remove(force=True)
+    _start(client, settings, "qa", image_id, version, name)
+    url = f"http://127.0.0.1:{settings.qa_port}"
+    rows = smoke_payload(settings)
+    try:
+        smoke_test(url, version, expected_predictions(registry, version, rows), rows,
+                   settings.smoke_deadline)
+    except ReleaseError as exc:
+        raise ReleaseError(f"QA smoke test failed for version {version}: {exc}") from None
+    registry.client.set_registered_model_alias(registry.name, "qa", str(version))
+    return Deployment("qa", version, name, image_id, url)
+
+
+def promote(settings: Settings, registry, version: int | None = None, client=None) -> Deployment:
+    """Run the image that passed QA in production; restore the old one if it fails.
+
+    Args:
+        version: Version to promote; defaults to the one with alias ``qa``.
+
+    Raises:
+        ReleaseError: If the smoke test fails. The previous production
+            container is running again and the ``production`` alias is unchanged.
+    """
+    client = client or docker_client()
+    version = version or registry.alias_version("qa")
+    if version is None:
+        raise ReleaseError("no version has passed QA yet: run `mlops release` first")
+    image_id = image_for(registry, version)
+    deployment = _switch_production(settings, registry, client, version, image_id)
+    history = _history(registry) + [version]
+    registry.client.set_registered_model_tag(registry.name, HISTORY_TAG, json.dumps(history))
+    return deployment
+
+
+def rollback(settings: Settings, registry, client=None) -> Deployment:
+    """Return production to the version promoted before the current one."""
+    client = client or docker_client()
+    history = _history(registry)
+    current = registry.alias_version("production")
+    if current is not None and history and history[-1] != current:
+        history.append(current)
+    if len(history) < 2:
+        raise ReleaseError("nothing to roll back to: production has had only one version")
+    previous = history[-2]
+    image_id = image_for(registry, previous)
+    deployment = _switch_production(settings, registry, client, previous, image_id)
+    registry.client.set_registered_model_tag(registry.name, HISTORY_TAG, json.dumps(history[:-1]))
+    return deployment
+
+
+def _history(registry) -> list[int]:
+    tags = registry.client.get_registered_model(registry.name).tags or {}
+    return [int(v) for v in json.loads(tags.get(HISTORY_TAG, "[]"))]
+
+
+def _switch_production(settings, registry, client, version: int, image_id: str) -> Deployment:
+    name = container_name(settings, "production")
+    standby = f"{name}-previous"
+    stale = _get(client, standby)
+    if stale is not None:
+        stale.remove(force=True)
+    previous = _get(client, name)
+    if previous is not None:
+        previous.stop(timeout=10)
+        previous.rename(standby)
+    url = f"http://127.0.0.1:{settings.production_port}"
+    rows = smoke_payload(settings)
+    try:
+        expected = expected_predictions(registry, version, rows)
+        _start(client, settings, "production", image_id, version, name)
+        smoke_test(url, version, expected, rows, settings.smoke_deadline)
+    except Exception as exc:
+        failed = _get(client, name)
+        if failed is not None:
+            failed.remove(force=True)
+        restored = ""
+        if previous is not None:
+            previous.rename(name)
+            previous.start()
+            restored = (
+                f"; the previous production container (version "
+                f"{previous.labels.get(VERSION_LABEL)}) is serving again"
+            )
+        raise ReleaseError(
+            f"production smoke test failed for version {version}: {exc}{restored}; "
+            "alias 'production' unchanged"
+        ) from None
+    if previous is not None:
+        previous.remove(force=True)
+    registry.client.set_registered_model_alias(registry.name, "production", str(version))
+    return Deployment("production", version, name, image_id, url)
+
+
+def deployments(settings: Settings, client) -> list[dict]:
+    """What runs where: each stage container's version, image and health."""
+    found = []
+    for container in client.containers.list(all=True, filters={"label": STAGE_LABEL}):
+        state = container.attrs.get("State", {})
+        found.append(
+            {
+                "container": container.name,
+                "stage": container.labels.get(STAGE_LABEL),
+                "version": container.labels.get(VERSION_LABEL),
+                "image": container.image.id[:19] if container.image else "",
+                "status": state.get("Status", container.status),
+                "health": state.get("Health", {}).get("Status", ""),
+            }
+        )
+    return sorted(found, key=lambda d: d["container"])

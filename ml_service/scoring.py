@@ -1,0 +1,141 @@
+"""Request validation for the scoring service, derived from the data contract.
+
+A request's rows are checked with the same names and physical ranges as the
+training data, so the service never passes the model a value the contract
+rejects. Every problem is reported with its row and feature.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from diabetes_regression.schema import DataContract
+
+_JSON_TYPE = {
+    str: "a string", bool: "a boolean", type(None): "null", list: "a list", dict: "an object"
+}
+
+
+class RequestError(ValueError):
+    """A request the contract rejects (HTTP 422, or 413 when too large).
+
+    Attributes:
+        row: Index of the offending row, if one.
+        feature: Name of the offending feature, if one.
+        status: HTTP status to answer with.
+    """
+
+    def __init__(self, message: str, row: int | None = None, feature: str | None = None,
+                 status: int = 422):
+        super().__init__(message)
+        self.row, self.feature, self.status = row, feature, status
+
+    def as_json(self) -> dict[str, Any]:
+        """The error body: ``detail`` for people, ``row``/``feature`` for programs."""
+        return {"detail": str(self), "row": self.row, "feature": self.feature}
+
+
+class RowValidator:
+    """Turns the ``data`` of a /score request into a float matrix, or raises RequestError.
+
+    Rows are either lists of values in contract order or objects keyed by
+    feature name; both kinds may be mixed in one request.
+    """
+
+    def __init__(self, contract: DataContract, max_rows: int):
+        self.names = contract.feature_names
+        self.width = len(self.names)
+        self.max_rows = max_rows
+        self.minimum = np.array([f.minimum for f in contract.features])
+        self.maximum = np.array([f.maximum for f in contract.features])
+        self.allowed = {
+            j: np.array(f.allowed_values)
+            for j, f in enumerate(contract.features)
+            if f.allowed_values is not None
+        }
+
+    def __call__(self, data: Any) -> np.ndarray:
+        """Validate ``data`` and return an (n_rows, n_features) float64 array."""
+        if not isinstance(data, list):
+            raise RequestError(f"'data' must be a list of rows, got {_kind(data)}")
+        if not data:
+            raise RequestError("'data' is empty: send at least one row")
+        if len(data) > self.max_rows:
+            raise RequestError(
+                f"too many rows: {len(data)} > {self.max_rows} per request", status=413
+            )
+        rows = [self._row(i, row) for i, row in enumerate(data)]
+        try:
+            matrix = np.array(rows, dtype=np.float64)
+        except OverflowError:
+            self._find_overflow(rows)
+            raise
+        self._check_values(matrix)
+        return matrix
+
+    def _row(self, i: int, row: Any) -> list:
+        if type(row) is dict:
+            unknown = [key for key in row if key not in self.names]
+            if unknown:
+                raise RequestError(f"row {i}: unknown feature '{unknown[0]}'", i, str(unknown[0]))
+            missing = [name for name in self.names if name not in row]
+            if missing:
+                raise RequestError(f"row {i}: missing feature '{missing[0]}'", i, missing[0])
+            values = [row[name] for name in self.names]
+        elif type(row) is list:
+            if len(row) != self.width:
+                raise RequestError(
+                    f"row {i}: expected {self.width} values ({', '.join(self.names)}), "
+                    f"got {len(row)}",
+                    i,
+                )
+            values = row
+        else:
+            raise RequestError(
+                f"row {i}: expected a list of {self.width} numbers or an object, got {_kind(row)}",
+                i,
+            )
+        for j, value in enumerate(values):
+            kind = type(value)
+            if kind is not float and kind is not int:
+                raise RequestError(
+                    f"row {i}, feature '{self.names[j]}': expected a number, got {_kind(value)}",
+                    i,
+                    self.names[j],
+                )
+        return values
+
+    def _find_overflow(self, rows: list) -> None:
+        for i, row in enumerate(rows):
+            for j, value in enumerate(row):
+                try:
+                    float(value)
+                except OverflowError:
+                    raise RequestError(
+                        f"row {i}, feature '{self.names[j]}': number too large", i, self.names[j]
+                    ) from None
+
+    def _check_values(self, matrix: np.ndarray) -> None:
+        finite = np.isfinite(matrix)
+        bad = ~finite | (matrix < self.minimum) | (matrix > self.maximum)
+        for j, allowed in self.allowed.items():
+            bad[:, j] |= ~np.isin(matrix[:, j], allowed)
+        if not bad.any():
+            return
+        i, j = (int(k) for k in np.argwhere(bad)[0])
+        name, value = self.names[j], matrix[i, j]
+        if not finite[i, j]:
+            reason = f"{value} is not a finite number"
+        elif j in self.allowed and self.minimum[j] <= value <= self.maximum[j]:
+            reason = f"{value:g} is not one of {[float(v) for v in self.allowed[j]]}"
+        else:
+            reason = f"{value:g} is outside [{self.minimum[j]:g}, {self.maximum[j]:g}]"
+        raise RequestError(f"row {i}, feature '{name}': {reason}", i, name)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return "a number"
+    return _JSON_TYPE.get(type(value), type(value).__name__)

@@ -1,0 +1,279 @@
+"""The scoring service: FastAPI app over a model bundle.
+
+HTTP contract (MLOpsPython's, extended):
+
+- ``POST /score`` with ``{"data": [[10 numbers], ...]}`` or
+  ``{"data": [{"age": ..., ...}, ...]}`` returns
+  ``{"result": [numbers], "model": {"name": ..., "version": ...}}``.
+- ``GET /health``, ``GET /metadata``, ``GET /metrics`` (Prometheus), ``/docs``.
+
+Bad input never yields a 5xx: contract violations are 422 with the row and
+feature named, bodies over the limit are 413. The model file's SHA-256 is
+checked before the app accepts a request; a mismatch stops the start.
+
+The module imports neither MLflow nor the training stack, so the scoring image
+stays small.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from diabetes_regression.schema import CONTRACT, DataContract
+from ml_service.bundle import MODEL_FILE, BundleMetadata, sha256_file
+from ml_service.scoring import RequestError, RowValidator
+from ml_service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class ModelIntegrityError(RuntimeError):
+    """The bundled model file is not the one the image or bundle was built with."""
+
+
+def load_bundle(directory: Path, expected_sha256: str | None = None):
+    """Load a bundle's model after checking its SHA-256.
+
+    Args:
+        directory: Bundle directory (model file and metadata.json).
+        expected_sha256: Hash to check against; defaults to the one in metadata.json.
+
+    Returns:
+        (model, metadata)
+
+    Raises:
+        ModelIntegrityError: If the file's hash is not the expected one.
+        FileNotFoundError: If the bundle is incomplete.
+    """
+    import skops.io
+
+    metadata = BundleMetadata.read(directory)
+    expected = (expected_sha256 or metadata.sha256).lower()
+    actual = sha256_file(directory / MODEL_FILE)
+    if actual != expected:
+        raise ModelIntegrityError(
+            f"model file {directory / MODEL_FILE} has SHA-256 {actual}, expected {expected}: "
+            "refusing to serve a model that is not the one this bundle was built with"
+        )
+    model = skops.io.load(directory / MODEL_FILE, trusted=[])
+    return model, metadata
+
+
+class _Metrics:
+    """The service's Prometheus metrics, in a registry of its own."""
+
+    def __init__(self, metadata: BundleMetadata):
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "scoring_requests", "HTTP requests by route and status.",
+            ["route", "status"], registry=self.registry,
+        )
+        self.latency = Histogram(
+            "scoring_request_seconds", "HTTP request latency by route.",
+            ["route"], registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.rows = Counter("scoring_rows", "Rows scored.", registry=self.registry)
+        self.predictions = Histogram(
+            "scoring_prediction", "Distribution of predicted values.", registry=self.registry,
+            buckets=(25, 50, 75, 100, 125, 150, 175, 200, 250, 300, 350),
+        )
+        info = Gauge(
+            "scoring_model_info", "The model being served (value is always 1).",
+            ["name", "version", "git_commit"], registry=self.registry,
+        )
+        info.labels(metadata.name, str(metadata.version), metadata.git_commit).set(1)
+
+
+class _MetricsMiddleware:
+    """Pure ASGI middleware: counts every response by route template and status."""
+
+    def __init__(self, app, metrics: _Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(path, str(status["code"])).inc()
+            self.metrics.latency.labels(path).observe(time.perf_counter() - start)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise RequestError(f"request body of {declared} bytes exceeds {limit}", status=413)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(f"request body exceeds {limit} bytes", status=413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _reject_constant(name: str):
+    raise RequestError(f"{name} is not a valid JSON number")
+
+
+SCORE_REQUEST_SCHEMA = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "oneOf": [
+                    {
+                        "type": "array",
+                        "items": {"type": "number"},
+                        "minItems": len(CONTRACT.features),
+                        "maxItems": len(CONTRACT.features),
+                        "description": "values in order: " + ", ".join(CONTRACT.feature_names),
+                    },
+                    {
+                        "type": "object",
+                        "required": CONTRACT.feature_names,
+                        "additionalProperties": False,
+                        "properties": {
+                            f.name: {
+                                "type": "number",
+                                "minimum": f.minimum,
+                                "maximum": f.maximum,
+                                "description": f.description,
+                            }
+                            for f in CONTRACT.features
+                        },
+                    },
+                ]
+            },
+        }
+    },
+    "example": {"data": [[59, 2, 32.1, 101, 157, 93.2, 38, 4, 4.8598, 87]]},
+}
+
+
+def create_app(
+    settings: Settings | None = None,
+    contract: DataContract = CONTRACT,
+) -> FastAPI:
+    """Build the app for the bundle in ``settings.bundle_dir``.
+
+    The model is loaded (and its hash checked) here, before any request, so a
+    broken bundle stops the process instead of failing requests.
+    """
+    settings = settings or Settings()
+    model, metadata = load_bundle(settings.bundle_dir, settings.model_sha256)
+    validate = RowValidator(contract, settings.max_rows)
+    metrics = _Metrics(metadata)
+    model_ref = {"name": metadata.name, "version": metadata.version}
+
+    app = FastAPI(
+        title="Scoring service",
+        version=str(metadata.version),
+        description=f"Scores `{metadata.name}` version {metadata.version}.",
+    )
+    app.add_middleware(_MetricsMiddleware, metrics=metrics)
+
+    @app.exception_handler(RequestError)
+    async def request_error(_: Request, exc: RequestError) -> JSONResponse:
+        return JSONResponse(exc.as_json(), status_code=exc.status)
+
+    @app.post(
+        "/score",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": SCORE_REQUEST_SCHEMA}},
+            }
+        },
+        responses={413: {"description": "Body or row count over the limit"},
+                   422: {"description": "A row breaks the data contract"}},
+    )
+    async def score(request: Request) -> JSONResponse:
+        """Predict for each row of ``data``."""
+        body = await _read_body(request, settings.max_body_bytes)
+        try:
+            payload = json.loads(body, parse_constant=_reject_constant)
+        except RequestError:
+            raise
+        except (ValueError, RecursionError):
+            raise RequestError("request body is not valid JSON") from None
+        if not isinstance(payload, dict) or "data" not in payload:
+            raise RequestError('request body must be a JSON object with a "data" list')
+        matrix = validate(payload["data"])
+        with warnings.catch_warnings():
+            # The pipeline was fitted on a DataFrame; rows arrive as a bare
+            # array in contract order, which is what it expects.
+            warnings.simplefilter("ignore", UserWarning)
+            predictions = np.asarray(model.predict(matrix), dtype=float)
+        metrics.rows.inc(len(predictions))
+        for value in predictions:
+            metrics.predictions.observe(value)
+        return JSONResponse({"result": predictions.tolist(), "model": model_ref})
+
+    @app.get("/health")
+    async def health() -> dict:
+        """Live, with the model loaded."""
+        return {"status": "ok", "model": model_ref}
+
+    @app.get("/metadata")
+    async def model_metadata() -> dict:
+        """Name, version, git commit, dataset digest, metrics and features of the model."""
+        return asdict(metadata)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        """Prometheus metrics."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    logger.info("serving %s v%s from %s", metadata.name, metadata.version, settings.bundle_dir)
+    return app
+
+
+def main() -> None:
+    """Run the service with uvicorn on ``MLOPS_SERVE_HOST:MLOPS_SERVE_PORT``."""
+    import uvicorn
+
+    settings = Settings()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app = create_app(settings)
+    except (ModelIntegrityError, FileNotFoundError) as exc:
+        logger.error("cannot start: %s", exc)
+        raise SystemExit(3) from None
+    uvicorn.run(app, host=settings.serve_host, port=settings.serve_port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
