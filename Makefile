@@ -28,7 +28,7 @@ $(VENV)/.installed: pyproject.toml uv.lock | $(BIN)/uv
 .PHONY: help
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "; print "Usage: make <target>\n"} \
-		/^[a-zA-Z_-]+:.*## / {printf "  %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+		/^[a-zA-Z_-]+:.*## / {printf "  %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: install
 install: $(VENV)/.installed ## Create .venv and install the locked dependencies (uv)
@@ -56,16 +56,50 @@ environments: install ## Export environments/*/requirements.txt (hash-pinned) fr
 		--output-file environments/training/requirements.txt
 	$(BIN)/uv export --frozen --quiet --no-emit-project --no-header \
 		--output-file environments/ci/requirements.txt
+	$(BIN)/uv export --frozen --quiet --only-group scoring --no-emit-project --no-header \
+		--output-file environments/scoring/requirements.txt
 
 .PHONY: pipeline
 pipeline: install ## Run the training pipeline: validate, train, evaluate, gate, register
 	$(BIN)/mlops run --json-out $(MLOPS_REPORTS_DIR)/pipeline.json $(ARGS)
 
+# Model version for serve/image/release/promote; empty means the alias' version
+# (champion for serve, image and release; qa for promote).
+VERSION ?=
+version_arg = $(if $(VERSION),--version $(VERSION))
+
+.PHONY: serve
+serve: install ## Serve the champion (or VERSION=n) locally with uvicorn, no Docker
+	$(BIN)/mlops serve $(version_arg)
+
+.PHONY: image
+image: install ## Build the scoring image for the champion (or VERSION=n); needs Docker
+	$(BIN)/mlops image $(version_arg)
+
+.PHONY: release
+release: install ## Build if needed, run as QA container, smoke-test, set alias qa
+	$(BIN)/mlops release $(version_arg)
+
+.PHONY: promote
+promote: install ## Run the image that passed QA in production (rolls back on failure)
+	$(BIN)/mlops promote $(version_arg)
+
+.PHONY: rollback
+rollback: install ## Return production to the previously promoted version
+	$(BIN)/mlops rollback
+
+# Extra arguments for `mlops bench`, e.g. BENCH_ARGS="--requests 500".
+BENCH_ARGS ?=
+
+.PHONY: bench
+bench: install ## Load-test the scoring service against mlflow models serve (same model)
+	$(BIN)/mlops bench $(version_arg) $(BENCH_ARGS)
+
 .PHONY: status
-status: install ## Show registered model versions, aliases and metrics
+status: install ## Show registered versions, aliases, metrics and running containers
 	$(BIN)/mlops status
 
 .PHONY: clean
-clean: ## Remove caches and run outputs (keeps .venv and the .mlflow registry)
-	rm -rf .cache reports outputs .pytest_cache
+clean: ## Remove caches, outputs and image contexts (keeps .venv and the .mlflow registry)
+	rm -rf .cache reports outputs build .pytest_cache
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +

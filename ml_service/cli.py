@@ -477,5 +477,28 @@ def rollback() -> None:
     _guard(body)
 
 
+@app.command()
+def bench(
+    version: VersionOption = None,
+    requests: Annotated[int, typer.Option(help="Single-row requests per server.")] = 3000,
+    concurrency: Annotated[int, typer.Option(help="Concurrent clients.")] = 8,
+) -> None:
+    """Load-test the scoring service against `mlflow models serve` on the same model."""
+
+    def body():
+        from ml_service.bench import render, run_bench
+        from ml_service.registry import connect
+
+        settings = _settings()
+        registry = connect(settings)
+        chosen = _version(registry, version)
+        report = run_bench(settings, registry, chosen, requests, concurrency,
+                           settings.reports_dir)
+        out.print(render(report), markup=False)
+        out.print(f"[dim]written to {settings.reports_dir / 'bench.md'} and bench.json[/]")
+
+    _guard(body)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

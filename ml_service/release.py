@@ -33,8 +33,9 @@ from ml_service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-DOCKERFILE = Path(__file__).resolve().parents[1] / "environments" / "scoring" / "Dockerfile"
 PROJECT = Path(__file__).resolve().parents[1]
+DOCKERFILE = PROJECT / "environments" / "scoring" / "Dockerfile"
+SCORING_REQUIREMENTS = PROJECT / "environments" / "scoring" / "requirements.txt"
 STAGE_LABEL = "io.github.mlops-template.stage"
 VERSION_LABEL = "io.github.mlops-template.model.version"
 HISTORY_TAG = "production.history"
@@ -83,22 +84,18 @@ def docker_client():
 
 
 def gather_wheels(settings: Settings) -> tuple[Path, Path]:
-    """Export the scoring requirements and download their wheels on the host.
+    """Download the scoring image's wheels on the host, checked against their hashes.
+
+    The requirements are ``environments/scoring/requirements.txt`` (exported from
+    uv.lock by ``make environments``); the project's own wheel is built from
+    the checkout.
 
     Returns:
         (requirements file, wheels directory). The wheels directory is kept
         between builds, so only new pins are downloaded.
     """
-    build = settings.build_dir.resolve()
-    wheels = build / "wheels"
+    wheels = settings.build_dir.resolve() / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
-    requirements = build / "scoring-requirements.txt"
-    bin_dir = Path(sys.executable).parent
-    _run(
-        [str(bin_dir / "uv"), "export", "--frozen", "--quiet", "--only-group", "scoring",
-         "--no-emit-project", "--no-header", "--output-file", str(requirements)],
-        "export the scoring requirements from uv.lock",
-    )
     arch = platform.machine()
     _run(
         [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
@@ -106,17 +103,17 @@ def gather_wheels(settings: Settings) -> tuple[Path, Path]:
          "--python-version", settings.image_python, "--implementation", "cp",
          "--platform", f"manylinux_2_17_{arch}", "--platform", f"manylinux2014_{arch}",
          "--platform", f"manylinux_2_28_{arch}", "--platform", f"manylinux_2_34_{arch}",
-         "-r", str(requirements), "--dest", str(wheels)],
+         "-r", str(SCORING_REQUIREMENTS), "--dest", str(wheels)],
         "download the scoring wheels",
     )
     for old in wheels.glob("mlops_template-*.whl"):
         old.unlink()
     _run(
-        [str(bin_dir / "uv"), "build", "--wheel", "--quiet", "--out-dir", str(wheels),
-         str(PROJECT)],
+        [str(Path(sys.executable).parent / "uv"), "build", "--wheel", "--quiet",
+         "--out-dir", str(wheels), str(PROJECT)],
         "build the project wheel",
     )
-    return requirements, wheels
+    return SCORING_REQUIREMENTS, wheels
 
 
 def _run(command: list[str], what: str) -> None:
@@ -200,19 +197,7 @@ def smoke_test(url: str, version: int, expected: np.ndarray, rows: list, deadlin
     """
     import requests
 
-    stop = time.monotonic() + deadline
-    last = "no answer"
-    while True:
-        try:
-            response = requests.get(f"{url}/health", timeout=2)
-            if response.status_code == 200:
-                break
-            last = f"HTTP {response.status_code}"
-        except requests.RequestException as exc:
-            last = type(exc).__name__
-        if time.monotonic() > stop:
-            raise ReleaseError(f"{url} not healthy within {deadline:.0f}s (last: {last})")
-        time.sleep(0.5)
+    wait_healthy(url, deadline)
     response = requests.post(f"{url}/score", json={"data": rows}, timeout=10)
     if response.status_code != 200:
         raise ReleaseError(f"{url}/score answered {response.status_code}: {response.text[:300]}")
@@ -226,6 +211,29 @@ def smoke_test(url: str, version: int, expected: np.ndarray, rows: list, deadlin
             f"{url} predictions {got.round(4).tolist()} differ from the registry model's "
             f"{expected.round(4).tolist()}"
         )
+
+
+def wait_healthy(url: str, deadline: float) -> float:
+    """Poll ``url``/health until it answers 200; return the seconds it took.
+
+    Raises:
+        ReleaseError: If it does not within ``deadline`` seconds.
+    """
+    import requests
+
+    started = time.monotonic()
+    last = "no answer"
+    while True:
+        try:
+            response = requests.get(f"{url}/health", timeout=2)
+            if response.status_code == 200:
+                return time.monotonic() - started
+            last = f"HTTP {response.status_code}"
+        except requests.RequestException as exc:
+            last = type(exc).__name__
+        if time.monotonic() - started > deadline:
+            raise ReleaseError(f"{url} not healthy within {deadline:.0f}s (last: {last})")
+        time.sleep(0.25)
 
 
 def expected_predictions(registry, version: int, rows: list) -> np.ndarray:
@@ -244,8 +252,9 @@ def container_name(settings: Settings, stage: str) -> str:
     return f"{settings.model_name}-{stage}"
 
 
-def _port(settings: Settings, stage: str) -> int:
-    return settings.qa_port if stage == "qa" else settings.production_port
+def _port(settings: Settings, stage: str) -> int | None:
+    # A candidate gets a free port chosen by Docker; see _published_url.
+    return {"qa": settings.qa_port, "production": settings.production_port}.get(stage)
 
 
 def _start(client, settings: Settings, stage: str, image_id: str, version: int, name: str):
@@ -346,41 +355,66 @@ def _history(registry) -> list[int]:
 
 
 def _switch_production(settings, registry, client, version: int, image_id: str) -> Deployment:
+    """Smoke-test ``image_id`` beside production, then swap it in.
+
+    The candidate first runs on a spare port while the current production
+    container keeps serving; only a candidate that passes replaces it. The
+    swap itself is smoke-tested again, with the old container kept stopped as a
+    standby until the new one passes.
+    """
     name = container_name(settings, "production")
+    rows = smoke_payload(settings)
+    expected = expected_predictions(registry, version, rows)
+    current = _get(client, name)
+    serving = (
+        f"production is untouched and still serves version {current.labels.get(VERSION_LABEL)}"
+        if current is not None else "nothing was deployed"
+    )
+
+    candidate = _start(client, settings, "candidate", image_id, version, f"{name}-candidate")
+    try:
+        smoke_test(_published_url(candidate), version, expected, rows, settings.smoke_deadline)
+    except ReleaseError as exc:
+        raise ReleaseError(
+            f"production smoke test failed for version {version}: {exc}; {serving}; "
+            "alias 'production' unchanged"
+        ) from None
+    finally:
+        candidate.remove(force=True)
+
     standby = f"{name}-previous"
     stale = _get(client, standby)
     if stale is not None:
         stale.remove(force=True)
-    previous = _get(client, name)
-    if previous is not None:
-        previous.stop(timeout=10)
-        previous.rename(standby)
+    if current is not None:
+        current.stop(timeout=10)
+        current.rename(standby)
     url = f"http://127.0.0.1:{settings.production_port}"
-    rows = smoke_payload(settings)
     try:
-        expected = expected_predictions(registry, version, rows)
         _start(client, settings, "production", image_id, version, name)
         smoke_test(url, version, expected, rows, settings.smoke_deadline)
     except Exception as exc:
         failed = _get(client, name)
         if failed is not None:
             failed.remove(force=True)
-        restored = ""
-        if previous is not None:
-            previous.rename(name)
-            previous.start()
-            restored = (
-                f"; the previous production container (version "
-                f"{previous.labels.get(VERSION_LABEL)}) is serving again"
-            )
+        if current is not None:
+            current.rename(name)
+            current.start()
+            wait_healthy(url, settings.smoke_deadline)
         raise ReleaseError(
-            f"production smoke test failed for version {version}: {exc}{restored}; "
-            "alias 'production' unchanged"
+            f"version {version} passed its smoke test but failed on the production port: {exc}; "
+            "the previous production container is serving again; alias 'production' unchanged"
         ) from None
-    if previous is not None:
-        previous.remove(force=True)
+    if current is not None:
+        current.remove(force=True)
     registry.client.set_registered_model_alias(registry.name, "production", str(version))
     return Deployment("production", version, name, image_id, url)
+
+
+def _published_url(container) -> str:
+    container.reload()
+    binding = container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]
+    return f"http://127.0.0.1:{binding['HostPort']}"
 
 
 def deployments(settings: Settings, client) -> list[dict]:

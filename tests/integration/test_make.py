@@ -131,7 +131,7 @@ def test_the_mlops_entry_point_exits_with_documented_codes(tmp_path):
 
 def test_environment_exports_match_the_lock_file():
     exports = sorted((REPO / "environments").glob("*/requirements.txt"))
-    assert [p.parent.name for p in exports] == ["ci", "training"]
+    assert [p.parent.name for p in exports] == ["ci", "scoring", "training"]
     before = {path: path.read_text() for path in exports}
     result = make("environments")
     assert result.returncode == 0, result.stderr
@@ -143,3 +143,60 @@ def test_environment_exports_match_the_lock_file():
         assert text.count("--hash=sha256:") >= len(pins)
     assert "pytest==" in after[REPO / "environments/ci/requirements.txt"]
     assert "pytest==" not in after[REPO / "environments/training/requirements.txt"]
+    scoring = after[REPO / "environments/scoring/requirements.txt"]
+    assert "fastapi==" in scoring and "mlflow==" not in scoring and "pandas==" not in scoring
+
+
+def _registered(isolated: dict[str, str]) -> None:
+    result = make("pipeline", env=isolated)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_serve_runs_the_champion_locally_without_docker(isolated, tmp_path):
+    import socket
+    import time
+
+    import requests
+
+    _registered(isolated)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, **isolated, "MLOPS_SERVE_PORT": str(port),
+           "MLOPS_BUNDLE_DIR": str(tmp_path / "bundle")}
+    server = subprocess.Popen(["make", "-C", str(REPO), "serve"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert server.poll() is None, server.stdout.read()
+            try:
+                health = requests.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except requests.RequestException:
+                assert time.monotonic() < deadline, "make serve did not come up"
+                time.sleep(0.5)
+        assert health.json()["model"]["version"] == 1
+        row = [59.0, 2.0, 32.1, 101.0, 157.0, 93.2, 38.0, 4.0, 4.8598, 87.0]
+        scored = requests.post(f"http://127.0.0.1:{port}/score", json={"data": [row]}, timeout=5)
+        assert scored.status_code == 200 and len(scored.json()["result"]) == 1
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+
+
+def test_bench_compares_with_mlflow_models_serve(isolated, tmp_path):
+    _registered(isolated)
+    result = make("bench", "BENCH_ARGS=--requests 40 --concurrency 2", env=isolated)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    report = json.loads((tmp_path / "reports" / "bench.json").read_text())
+    servers = {(r["server"], r["shape"]) for r in report["results"]}
+    assert servers == {
+        (server, shape)
+        for server in ("scoring service", "mlflow models serve")
+        for shape in ("1 row", "1000 rows")
+    }
+    assert all(r["errors"] == 0 and r["rps"] > 0 for r in report["results"])
+    assert set(report["ratios"]) == {"1 row", "1000 rows"}
+    assert "throughput vs MLflow" in result.stdout

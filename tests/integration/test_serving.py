@@ -207,7 +207,9 @@ plausible_row = st.lists(
 )
 
 
-@hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hsettings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=json_values | st.lists(plausible_row, max_size=5))
 def test_fuzzed_payloads_never_cause_a_server_error(client, data):
     response = score(client, data)

@@ -1,0 +1,266 @@
+"""``make bench``: the scoring service against ``mlflow models serve``.
+
+Both servers serve the same registered version on this machine, each as one
+uvicorn worker, and are driven by the same load generator (asyncio + aiohttp,
+a fixed number of concurrent clients sending a fixed number of requests).
+Reported: requests/s and p50/p99 latency for single-row and 1,000-row
+requests, the ratios against MLflow's server measured in the same run, and,
+when a Docker engine is reachable, the image size and the time from
+``docker run`` to healthy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from diabetes_regression.schema import CONTRACT
+from ml_service.settings import Settings
+
+
+@dataclass
+class LoadResult:
+    """Throughput and latency of one server under one load shape."""
+
+    server: str
+    shape: str
+    requests: int
+    concurrency: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def _drive(url: str, body: bytes, requests: int, concurrency: int):
+    import aiohttp
+
+    latencies: list[float] = []
+    errors = 0
+    remaining = iter(range(requests))
+
+    async def client(session):
+        nonlocal errors
+        for _ in remaining:
+            start = time.perf_counter()
+            async with session.post(url, data=body,
+                                    headers={"Content-Type": "application/json"}) as response:
+                await response.read()
+                if response.status != 200:
+                    errors += 1
+            latencies.append(time.perf_counter() - start)
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(client(session) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return latencies, errors, elapsed
+
+
+def measure(server: str, shape: str, url: str, body: bytes, requests: int,
+            concurrency: int) -> LoadResult:
+    """Send ``requests`` POSTs of ``body`` to ``url`` after a short warm-up."""
+    asyncio.run(_drive(url, body, max(10, requests // 20), concurrency))  # warm-up
+    latencies, errors, elapsed = asyncio.run(_drive(url, body, requests, concurrency))
+    ms = np.asarray(latencies) * 1000
+    return LoadResult(
+        server=server, shape=shape, requests=requests, concurrency=concurrency,
+        seconds=round(elapsed, 3), rps=round(requests / elapsed, 1),
+        p50_ms=round(float(np.percentile(ms, 50)), 2),
+        p99_ms=round(float(np.percentile(ms, 99)), 2), errors=errors,
+    )
+
+
+def _wait(url: str, process: subprocess.Popen, deadline: float, log: Path) -> float:
+    import requests
+
+    started = time.monotonic()
+    while time.monotonic() - started < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{log.read_text()[-2000:]}")
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return time.monotonic() - started
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready after {deadline:.0f}s:\n{log.read_text()[-2000:]}")
+
+
+def _rows(settings: Settings, count: int) -> list[list[float]]:
+    import pandas as pd
+
+    frame = pd.read_csv(settings.data_path)[CONTRACT.feature_names].astype(float)
+    reps = -(-count // len(frame))
+    return pd.concat([frame] * reps).head(count).values.tolist()
+
+
+def run_bench(settings: Settings, registry, version: int, requests: int, concurrency: int,
+              out_dir: Path) -> dict:
+    """Benchmark both servers on ``version``; return the report as a dict."""
+    from ml_service.bundle import export_bundle
+
+    one, thousand = _rows(settings, 1), _rows(settings, 1000)
+    ours_bodies = {
+        "1 row": json.dumps({"data": one}).encode(),
+        "1000 rows": json.dumps({"data": thousand}).encode(),
+    }
+    columns = CONTRACT.feature_names
+    mlflow_bodies = {
+        "1 row": json.dumps({"dataframe_split": {"columns": columns, "data": one}}).encode(),
+        "1000 rows": json.dumps(
+            {"dataframe_split": {"columns": columns, "data": thousand}}).encode(),
+    }
+    shapes = {"1 row": requests, "1000 rows": max(20, requests // 10)}
+    results: list[LoadResult] = []
+    startup: dict[str, float] = {}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = Path(tmp) / "bundle"
+        export_bundle(registry, version, bundle)
+        servers = {
+            "scoring service": (
+                [sys.executable, "-m", "ml_service.serving"],
+                {"MLOPS_BUNDLE_DIR": str(bundle), "MLOPS_SERVE_HOST": "127.0.0.1"},
+                "MLOPS_SERVE_PORT", "/health", "/score", ours_bodies,
+            ),
+            "mlflow models serve": (
+                [sys.executable, "-m", "mlflow", "models", "serve", "-m",
+                 f"models:/{registry.name}/{version}", "--env-manager", "local",
+                 "--host", "127.0.0.1", "--workers", "1"],
+                {"MLFLOW_TRACKING_URI": settings.resolved_tracking_uri},
+                "--port", "/ping", "/invocations", mlflow_bodies,
+            ),
+        }
+        for name, (command, env, port_flag, health, route, bodies) in servers.items():
+            port = free_port()
+            if port_flag.startswith("--"):
+                command = [*command, port_flag, str(port)]
+            else:
+                env = {**env, port_flag: str(port)}
+            log = Path(tmp) / f"{name.replace(' ', '-')}.log"
+            # MLflow starts `uvicorn` from PATH: make it this environment's.
+            path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+            with open(log, "w") as handle:
+                process = subprocess.Popen(command, env={**os.environ, **env, "PATH": path},
+                                           stdout=handle, stderr=subprocess.STDOUT)
+                try:
+                    base = f"http://127.0.0.1:{port}"
+                    startup[name] = round(_wait(base + health, process, 120, log), 2)
+                    for shape, count in shapes.items():
+                        results.append(measure(name, shape, base + route, bodies[shape],
+                                               count, concurrency))
+                finally:
+                    process.terminate()
+                    process.wait(timeout=30)
+
+    report = {
+        "model": {"name": registry.name, "version": version},
+        "cpus": os.cpu_count(),
+        "results": [asdict(r) for r in results],
+        "ratios": _ratios(results),
+        "process_startup_s": startup,
+        "image": _image_figures(settings, registry, version),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out_dir / "bench.md").write_text(render(report))
+    return report
+
+
+def _ratios(results: list[LoadResult]) -> dict[str, dict[str, float]]:
+    by = {(r.server, r.shape): r for r in results}
+    ratios = {}
+    for shape in sorted({r.shape for r in results}):
+        ours, theirs = by[("scoring service", shape)], by[("mlflow models serve", shape)]
+        ratios[shape] = {
+            "throughput_x": round(ours.rps / theirs.rps, 2),
+            "p99_ratio": round(ours.p99_ms / theirs.p99_ms, 2),
+        }
+    return ratios
+
+
+def _image_figures(settings: Settings, registry, version: int) -> dict:
+    """Image size and docker-run-to-healthy time, or why they were not measured."""
+    from ml_service.errors import MlopsError
+    from ml_service.release import docker_client, wait_healthy
+
+    try:
+        client = docker_client()
+    except MlopsError as exc:
+        return {"skipped": str(exc)}
+    image_id = registry.get_version(version).tags.get("image.id")
+    try:
+        image = client.images.get(image_id) if image_id else None
+    except Exception:  # noqa: BLE001 - image removed since it was built
+        image = None
+    if image is None:
+        return {"skipped": f"no image built for version {version}: run `make image` first"}
+    port = free_port()
+    times = []
+    for _ in range(3):
+        started = time.monotonic()
+        container = client.containers.run(
+            image.id, detach=True, ports={"8080/tcp": ("127.0.0.1", port)}
+        )
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}", 120)
+            times.append(time.monotonic() - started)
+        finally:
+            container.remove(force=True)
+    return {
+        "image": image.tags[0] if image.tags else image.id,
+        "size_mb": round(image.attrs["Size"] / 1e6, 1),
+        "run_to_healthy_s": round(statistics.median(times), 2),
+        "runs": len(times),
+    }
+
+
+def render(report: dict) -> str:
+    """The report as a Markdown table."""
+    lines = [
+        f"# Scoring benchmark: {report['model']['name']} v{report['model']['version']}",
+        "",
+        f"One uvicorn worker per server, {report['cpus']} CPUs, same load generator.",
+        "",
+        "| server | request | requests | clients | req/s | p50 ms | p99 ms | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["results"]:
+        lines.append(
+            f"| {r['server']} | {r['shape']} | {r['requests']} | {r['concurrency']} | "
+            f"{r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} |"
+        )
+    lines += ["", "| request | throughput vs MLflow | p99 vs MLflow |", "|---|---:|---:|"]
+    for shape, ratio in report["ratios"].items():
+        lines.append(f"| {shape} | {ratio['throughput_x']}x | {ratio['p99_ratio']}x |")
+    image = report["image"]
+    lines.append("")
+    if "skipped" in image:
+        lines.append(f"Image figures skipped: {image['skipped']}")
+    else:
+        lines.append(
+            f"Image {image['image']}: {image['size_mb']} MB; `docker run` to healthy "
+            f"{image['run_to_healthy_s']} s (median of {image['runs']})."
+        )
+    return "\n".join(lines) + "\n"

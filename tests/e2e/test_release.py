@@ -1,0 +1,230 @@
+"""The release path on a real Docker engine, through the make targets.
+
+pipeline -> image -> release (QA) -> promote (production) -> a better model
+replaces it -> a broken image fails production's smoke test and the previous
+container keeps serving -> rollback.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import tarfile
+import time
+import uuid
+
+import pytest
+import requests
+from mlflow import MlflowClient
+
+from ml_service.bundle import sha256_file
+from tests.conftest import REPO, write_config
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def env(tmp_path, build_dir, docker_client):
+    """Make's environment: isolated store, unique names and ports, fast deadlines."""
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    values = {
+        "MLFLOW_TRACKING_URI": "",
+        "MLOPS_STORE_DIR": str(tmp_path / ".mlflow"),
+        "MLOPS_CACHE_DIR": str(tmp_path / "cache"),
+        "MLOPS_REPORTS_DIR": str(tmp_path / "reports"),
+        "MLOPS_BUILD_DIR": str(build_dir),
+        "MLOPS_MODEL_NAME": name,
+        "MLOPS_IMAGE_NAME": f"{name}-scoring",
+        "MLOPS_QA_PORT": str(free_port()),
+        "MLOPS_PRODUCTION_PORT": str(free_port()),
+        "MLOPS_SMOKE_DEADLINE": "60",
+    }
+    yield values
+    for container in docker_client.containers.list(all=True, filters={"name": name}):
+        container.remove(force=True)
+    for image in docker_client.images.list(name=f"{name}-scoring"):
+        docker_client.images.remove(image.id, force=True)
+
+
+def make(env: dict, *args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        ["make", "-C", str(REPO), *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    return result
+
+
+def ok(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def registry(env: dict) -> MlflowClient:
+    uri = f"sqlite:///{env['MLOPS_STORE_DIR']}/mlflow.db"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def alias(env: dict, name: str) -> int | None:
+    try:
+        return int(registry(env).get_model_version_by_alias(env["MLOPS_MODEL_NAME"], name).version)
+    except Exception:  # noqa: BLE001 - alias not set
+        return None
+
+
+def served_version(port: str) -> int:
+    return requests.get(f"http://127.0.0.1:{port}/health", timeout=5).json()["model"]["version"]
+
+
+def test_release_promote_replace_fail_safely_and_roll_back(env, tmp_path, docker_client):
+    weak = write_config(tmp_path, "weak.yaml", alpha=1000.0)
+    ok(make(env, "pipeline", f"ARGS=--config {weak}"))
+
+    # v1: image, QA, production
+    out = ok(make(env, "image"))
+    assert f"built {env['MLOPS_IMAGE_NAME']}:v1" in out
+    image_v1 = registry(env).get_model_version(env["MLOPS_MODEL_NAME"], "1").tags["image.id"]
+    out = ok(make(env, "release"))
+    assert "QA passed: version 1" in out and alias(env, "qa") == 1
+    assert served_version(env["MLOPS_QA_PORT"]) == 1
+    ok(make(env, "promote"))
+    assert alias(env, "production") == 1 and served_version(env["MLOPS_PRODUCTION_PORT"]) == 1
+    production = docker_client.containers.get(f"{env['MLOPS_MODEL_NAME']}-production")
+    assert production.image.id == image_v1  # the digest that passed QA, not a rebuild
+
+    # v2, a better model, goes through the same path and replaces v1
+    ok(make(env, "pipeline"))
+    assert alias(env, "champion") == 2
+    ok(make(env, "release"))
+    ok(make(env, "promote"))
+    assert alias(env, "production") == 2 and served_version(env["MLOPS_PRODUCTION_PORT"]) == 2
+    names = [
+        c.name
+        for c in docker_client.containers.list(all=True, filters={"name": env["MLOPS_MODEL_NAME"]})
+    ]
+    assert sorted(names) == sorted([f"{env['MLOPS_MODEL_NAME']}-qa",
+                                    f"{env['MLOPS_MODEL_NAME']}-production"])
+
+    # v3 with a deliberately broken image: healthy, but it serves v1's model file
+    worse = write_config(tmp_path, "worse.yaml", alpha=300.0)
+    ok(make(env, "pipeline", f"ARGS=--config {worse} --force"))
+    ok(make(env, "image", "VERSION=3"))
+    broken = _broken_image(docker_client, env, image_v1)
+    client = registry(env)
+    client.set_model_version_tag(env["MLOPS_MODEL_NAME"], "3", "image.id", broken)
+    client.set_registered_model_alias(env["MLOPS_MODEL_NAME"], "qa", "3")
+    result = make(env, "promote")
+    assert result.returncode != 0
+    assert "production smoke test failed for version 3" in result.stderr
+    assert "production is untouched and still serves version 2" in result.stderr
+    assert "alias 'production' unchanged" in result.stderr
+    assert alias(env, "production") == 2
+    assert served_version(env["MLOPS_PRODUCTION_PORT"]) == 2
+
+    # rollback on demand: back to v1
+    out = ok(make(env, "rollback"))
+    assert "production serves version 1 again" in out
+    assert alias(env, "production") == 1 and served_version(env["MLOPS_PRODUCTION_PORT"]) == 1
+
+    status = ok(make(env, "status"))
+    assert "production" in status and "healthy" in status
+
+
+def _broken_image(client, env: dict, image_v1: str) -> str:
+    """v3's image with v1's model file inside, its hash made to match so it starts."""
+    v3 = registry(env).get_model_version(env["MLOPS_MODEL_NAME"], "3").tags["image.id"]
+    container = client.containers.create(image_v1)
+    try:
+        stream, _ = container.get_archive("/opt/model/model.skops")
+        archive = io.BytesIO(b"".join(stream))
+    finally:
+        container.remove()
+    with tarfile.open(fileobj=archive) as tar:
+        model = tar.extractfile("model.skops").read()
+    digest = __import__("hashlib").sha256(model).hexdigest()
+    context = io.BytesIO()
+    dockerfile = (
+        f"FROM {v3}\nCOPY model.skops /opt/model/model.skops\nENV MLOPS_MODEL_SHA256={digest}\n"
+    ).encode()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        for name, data in (("Dockerfile", dockerfile), ("model.skops", model)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    image, _ = client.images.build(fileobj=context, custom_context=True, rm=True,
+                                   tag=f"{env['MLOPS_IMAGE_NAME']}:broken")
+    return image.id
+
+
+def test_the_image_runs_as_non_root_healthy_and_refuses_a_wrong_model_hash(env, docker_client):
+    ok(make(env, "pipeline"))
+    ok(make(env, "image"))
+    tags = registry(env).get_model_version(env["MLOPS_MODEL_NAME"], "1").tags
+    image = docker_client.images.get(tags["image.id"])
+    labels = image.labels
+    assert labels["io.github.mlops-template.model.version"] == "1"
+    assert labels["org.opencontainers.image.revision"] == tags["git_commit"]
+    assert image.attrs["Config"]["User"] == "10001:10001"
+    assert "Healthcheck" in image.attrs["Config"]
+
+    # scikit-learn in the image is the version training used
+    import sklearn
+
+    version = docker_client.containers.run(
+        image.id, ["/opt/venv/bin/python", "-c", "import sklearn; print(sklearn.__version__)"],
+        remove=True,
+    ).decode().strip()
+    assert version == sklearn.__version__
+    with pytest.raises(Exception):  # noqa: B017 - MLflow must not be in the image
+        docker_client.containers.run(image.id, ["/opt/venv/bin/python", "-c", "import mlflow"],
+                                     remove=True)
+
+    # healthy on its own HEALTHCHECK, as uid 10001
+    port = free_port()
+    container = docker_client.containers.run(image.id, detach=True,
+                                             ports={"8080/tcp": ("127.0.0.1", port)})
+    started = time.monotonic()
+    try:
+        while container.attrs["State"].get("Health", {}).get("Status") != "healthy":
+            assert time.monotonic() - started < 90, container.logs().decode()[-2000:]
+            time.sleep(1)
+            container.reload()
+        assert container.exec_run("id -u").output.decode().strip() == "10001"
+        assert served_version(str(port)) == 1
+    finally:
+        container.remove(force=True)
+
+    # a model hash that does not match stops the start
+    tampered = docker_client.containers.run(
+        image.id, detach=True, environment={"MLOPS_MODEL_SHA256": "0" * 64}
+    )
+    try:
+        assert tampered.wait(timeout=60)["StatusCode"] != 0
+        assert "refusing to serve" in tampered.logs().decode()
+    finally:
+        tampered.remove(force=True)
+
+
+def test_the_bundle_hash_in_the_image_matches_the_registry_model(env, tmp_path, docker_client):
+    ok(make(env, "pipeline"))
+    bundle = tmp_path / "bundle"
+    result = subprocess.run(
+        [str(REPO / ".venv/bin/mlops"), "bundle", "--out", str(bundle)],
+        env={**os.environ, **env}, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    metadata = json.loads((bundle / "metadata.json").read_text())
+    assert metadata["sha256"] == sha256_file(bundle / "model.skops")
+    assert metadata["version"] == 1 and metadata["feature_names"][0] == "age"
