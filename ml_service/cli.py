@@ -150,6 +150,14 @@ def _metrics_table(title: str, rows: dict[str, dict[str, float] | None]) -> Tabl
     return table
 
 
+def _connected():
+    """Settings and a registry connection that has answered."""
+    from ml_service.registry import connect
+
+    settings = _settings()
+    return settings, connect(settings)
+
+
 def _prepare(data: Path | None, config_path: Path | None):
     from ml_service.config import load_config
 
@@ -268,10 +276,7 @@ def status(json_out: JsonOption = None) -> None:
     """Show registered versions, their aliases and holdout metrics."""
 
     def body():
-        from ml_service.registry import connect
-
-        settings = _settings()
-        registry = connect(settings)
+        settings, registry = _connected()
         versions = registry.versions()
         _write_json(
             json_out,
@@ -305,12 +310,11 @@ def status(json_out: JsonOption = None) -> None:
 
 
 def _print_deployments(settings) -> None:
-    from ml_service.errors import MlopsError as _Err
     from ml_service.release import deployments, docker_client
 
     try:
         running = deployments(settings, docker_client())
-    except _Err as exc:
+    except MlopsError as exc:
         out.print(f"[dim]deployments: unknown ({exc})[/]")
         return
     if not running:
@@ -348,10 +352,7 @@ def bundle(
 
     def body():
         from ml_service.bundle import export_bundle
-        from ml_service.registry import connect
-
-        settings = _settings()
-        registry = connect(settings)
+        settings, registry = _connected()
         chosen = _version(registry, version)
         target = out_dir or settings.bundle_dir
         metadata = export_bundle(registry, chosen, target)
@@ -372,11 +373,9 @@ def serve(
         import uvicorn
 
         from ml_service.bundle import export_bundle
-        from ml_service.registry import connect
         from ml_service.serving import create_app
 
-        settings = _settings()
-        registry = connect(settings)
+        settings, registry = _connected()
         chosen = _version(registry, version)
         export_bundle(registry, chosen, settings.bundle_dir)
         app_ = create_app(settings)
@@ -392,11 +391,9 @@ def image(version: VersionOption = None) -> None:
     """Build the scoring image for a version (hermetic: wheels gathered first)."""
 
     def body():
-        from ml_service.registry import connect
         from ml_service.release import build_image
 
-        settings = _settings()
-        registry = connect(settings)
+        settings, registry = _connected()
         chosen = _version(registry, version)
         started = time.perf_counter()
         image_id, tag = build_image(settings, registry, chosen)
@@ -413,11 +410,9 @@ def release(
     """Build the image (if needed), run it as QA, smoke-test it, set alias 'qa'."""
 
     def body():
-        from ml_service.registry import connect
         from ml_service.release import build_image, deploy_qa, docker_client
 
-        settings = _settings()
-        registry = connect(settings)
+        settings, registry = _connected()
         client = docker_client()
         chosen = _version(registry, version)
         image_id = registry.get_version(chosen).tags.get("image.id")
@@ -447,11 +442,9 @@ def promote(version: VersionOption = None) -> None:
     """Run the image that passed QA in production; roll back if its smoke test fails."""
 
     def body():
-        from ml_service.registry import connect
         from ml_service import release as rel
 
-        settings = _settings()
-        registry = connect(settings)
+        settings, registry = _connected()
         deployment = rel.promote(settings, registry, version)
         out.print(
             f"[green]promoted[/] version {deployment.version} to production at {deployment.url} "
@@ -466,11 +459,9 @@ def rollback() -> None:
     """Return production to the previously promoted version."""
 
     def body():
-        from ml_service.registry import connect
         from ml_service import release as rel
 
-        settings = _settings()
-        registry = connect(settings)
+        settings, registry = _connected()
         deployment = rel.rollback(settings, registry)
         out.print(f"[green]rolled back[/]: production serves version {deployment.version} again")
 
@@ -487,10 +478,7 @@ def bench(
 
     def body():
         from ml_service.bench import render, run_bench
-        from ml_service.registry import connect
-
-        settings = _settings()
-        registry = connect(settings)
+        settings, registry = _connected()
         chosen = _version(registry, version)
         report = run_bench(settings, registry, chosen, requests, concurrency,
                            settings.reports_dir)
