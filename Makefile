@@ -34,8 +34,14 @@ help: ## List the targets
 install: $(VENV)/.installed ## Create .venv and install the locked dependencies (uv)
 
 .PHONY: lint
-lint: install ## Check code style with flake8
+lint: install ## flake8; actionlint, zizmor and JSON schemas on .github; hadolint on the Dockerfile
 	$(BIN)/flake8 src ml_service tests
+	$(BIN)/actionlint
+	$(BIN)/zizmor --offline --quiet .github/
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-actions .github/actions/*/action.yml
+	$(BIN)/check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
+	$(BIN)/hadolint environments/scoring/Dockerfile
 
 .PHONY: test
 test: lint ## Run lint, then every test (unit, data, integration)
@@ -61,7 +67,10 @@ environments: install ## Export environments/*/requirements.txt (hash-pinned) fr
 
 .PHONY: pipeline
 pipeline: install ## Run the training pipeline: validate, train, evaluate, gate, register
+	@rm -f $(MLOPS_REPORTS_DIR)/pipeline.md
 	$(BIN)/mlops run --json-out $(MLOPS_REPORTS_DIR)/pipeline.json $(ARGS)
+	@$(BIN)/mlops summary --json-in $(MLOPS_REPORTS_DIR)/pipeline.json \
+		--markdown $(MLOPS_REPORTS_DIR)/pipeline.md > /dev/null
 
 # Model version for serve/image/release/promote; empty means the alias' version
 # (champion for serve, image and release; qa for promote).
@@ -80,6 +89,10 @@ image: install ## Build the scoring image for the champion (or VERSION=n); needs
 release: install ## Build if needed, run as QA container, smoke-test, set alias qa
 	$(BIN)/mlops release $(version_arg)
 
+.PHONY: push
+push: install ## Push the QA image (or VERSION=n) to MLOPS_IMAGE_REGISTRY, e.g. ghcr.io/owner
+	$(BIN)/mlops push $(version_arg)
+
 .PHONY: promote
 promote: install ## Run the image that passed QA in production (rolls back on failure)
 	$(BIN)/mlops promote $(version_arg)
@@ -94,6 +107,19 @@ BENCH_ARGS ?=
 .PHONY: bench
 bench: install ## Load-test the scoring service against mlflow models serve (same model)
 	$(BIN)/mlops bench $(version_arg) $(BENCH_ARGS)
+
+.PHONY: summary
+summary: install ## Render reports/pipeline.json as Markdown (SUMMARY_OUT) and step outputs (OUTPUTS_OUT)
+	@$(BIN)/mlops summary $(if $(SUMMARY_OUT),--markdown "$(SUMMARY_OUT)") \
+		$(if $(OUTPUTS_OUT),--outputs "$(OUTPUTS_OUT)") --json-in $(MLOPS_REPORTS_DIR)/pipeline.json
+
+.PHONY: store-restore
+store-restore: install ## Restore the embedded registry from the last mlflow-store artifact (Actions)
+	$(BIN)/mlops store-restore
+
+.PHONY: keepalive
+keepalive: ## Re-enable the retrain workflow so its schedule survives 60 idle days (Actions)
+	gh workflow enable retrain.yml --repo "$${GITHUB_REPOSITORY:?set GITHUB_REPOSITORY}"
 
 .PHONY: status
 status: install ## Show registered versions, aliases, metrics and running containers

@@ -230,10 +230,13 @@ def run(
     force: Annotated[
         bool, typer.Option("--force", help="Register even if the gate says no (tagged forced).")
     ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Decide, but log and register nothing (CI builds).")
+    ] = False,
     json_out: JsonOption = None,
 ) -> None:
     """Run the whole pipeline: validate, split, train, evaluate, gate, register."""
-    _guard(lambda: _pipeline(data, config, json_out, force=force))
+    _guard(lambda: _pipeline(data, config, json_out, force=force, dry_run=dry_run))
 
 
 def _pipeline(data, config, json_out, force: bool = False, dry_run: bool = False) -> None:
@@ -438,6 +441,21 @@ def _image_exists(client, image_id: str) -> bool:
 
 
 @app.command()
+def push(version: VersionOption = None) -> None:
+    """Push a version's image to MLOPS_IMAGE_REGISTRY (tags v<version> and the commit)."""
+
+    def body():
+        from ml_service.release import push_image
+
+        settings, registry = _connected()
+        chosen = _version(registry, version, alias="qa") if version is None else version
+        ref = push_image(settings, registry, chosen)
+        out.print(f"pushed version {chosen}: {ref}")
+
+    _guard(body)
+
+
+@app.command()
 def promote(version: VersionOption = None) -> None:
     """Run the image that passed QA in production; roll back if its smoke test fails."""
 
@@ -484,6 +502,54 @@ def bench(
                            settings.reports_dir)
         out.print(render(report), markup=False)
         out.print(f"[dim]written to {settings.reports_dir / 'bench.md'} and bench.json[/]")
+
+    _guard(body)
+
+
+@app.command()
+def summary(
+    json_in: Annotated[Path, typer.Option("--json-in", help="Result of `mlops run --json-out`.")]
+    = Path("reports/pipeline.json"),
+    markdown: Annotated[
+        Optional[Path], typer.Option(help="Append the Markdown summary here (e.g. $GITHUB_STEP_SUMMARY).")
+    ] = None,
+    outputs: Annotated[
+        Optional[Path], typer.Option(help="Append registered=/version= lines here ($GITHUB_OUTPUT).")
+    ] = None,
+) -> None:
+    """Render a pipeline result as Markdown and as step outputs for GitHub Actions."""
+
+    def body():
+        from ml_service.github import read_result, step_outputs, summary_markdown
+
+        result = read_result(json_in)
+        text = summary_markdown(result)
+        for path, content in ((markdown, text), (outputs, step_outputs(result))):
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(path, "a") as handle:
+                    handle.write(content)
+        out.print(text, markup=False, highlight=False)
+
+    _guard(body)
+
+
+@app.command("store-restore")
+def store_restore() -> None:
+    """Restore the embedded store from the newest `mlflow-store` workflow artifact.
+
+    For GitHub Actions without an MLflow server: the registry survives from one
+    run to the next. Does nothing when MLFLOW_TRACKING_URI is set.
+    """
+
+    def body():
+        from ml_service.github import github_env, restore_store
+
+        settings = _settings()
+        if not settings.embedded:
+            out.print(f"using the tracking server {settings.resolved_tracking_uri}; nothing to restore")
+            return
+        out.print(restore_store(settings.store_dir, *github_env()))
 
     _guard(body)
 

@@ -138,6 +138,7 @@ class PipelineResult:
     champion_version: int | None = None
     gate_passed: bool = False
     forced: bool = False
+    dry_run: bool = False
     dataset_digest: str = ""
     cached_steps: list[str] = field(default_factory=list)
     validation: str = ""
@@ -352,6 +353,7 @@ def run_pipeline(
         validation=candidate.report.summary(),
     )
     if dry_run:
+        result.dry_run = True
         return result
 
     runner.on_step("register" if decision.register else "log", False)

@@ -279,18 +279,67 @@ def _get(client, name: str):
         return None
 
 
-def image_for(registry, version: int) -> str:
-    """The image ID recorded for ``version``.
+def image_for(registry, version: int, client=None) -> str:
+    """The image ID recorded for ``version``, pulled by digest if it is not local.
 
     Raises:
-        ReleaseError: If no image was built for it.
+        ReleaseError: If no image was built for it, or the pulled image differs.
     """
-    image_id = registry.get_version(version).tags.get("image.id")
+    from docker.errors import ImageNotFound
+
+    tags = registry.get_version(version).tags
+    image_id = tags.get("image.id")
     if not image_id:
         raise ReleaseError(
             f"no image was built for version {version}: run `mlops release --version {version}`"
         )
+    if client is None:
+        return image_id
+    try:
+        client.images.get(image_id)
+        return image_id
+    except ImageNotFound:
+        pass
+    ref = tags.get("image.ref")
+    if not ref:
+        raise ReleaseError(
+            f"image {image_id[:19]} of version {version} is not on this engine and was never "
+            "pushed: run `mlops push` where it was built, or `mlops release --rebuild`"
+        )
+    pulled = client.images.pull(ref)
+    if pulled.id != image_id:
+        raise ReleaseError(f"{ref} is image {pulled.id[:19]}, expected {image_id[:19]}")
     return image_id
+
+
+def push_image(settings: Settings, registry, version: int, client=None) -> str:
+    """Push the version's image to ``MLOPS_IMAGE_REGISTRY``, tagged v<version> and commit.
+
+    Returns:
+        The pushed image's digest reference (``repo@sha256:...``), also recorded
+        on the model version as tag ``image.ref`` so another machine can pull
+        exactly this image.
+    """
+    from ml_service.errors import UsageError
+
+    if not settings.image_registry:
+        raise UsageError("set MLOPS_IMAGE_REGISTRY to push, e.g. ghcr.io/<owner>")
+    client = client or docker_client()
+    image = client.images.get(image_for(registry, version, client))
+    # Registries such as GHCR want lower-case repository names.
+    repository = f"{settings.image_registry.rstrip('/')}/{settings.image_name}".lower()
+    commit = registry.get_version(version).tags.get("git_commit", "unknown")[:12]
+    for tag in dict.fromkeys([f"v{version}", commit]):
+        image.tag(repository, tag)
+        for line in client.images.push(repository, tag=tag, stream=True, decode=True):
+            if "error" in line:
+                raise ReleaseError(f"push of {repository}:{tag} failed: {line['error']}")
+    image.reload()
+    refs = [d for d in image.attrs.get("RepoDigests", []) if d.startswith(repository + "@")]
+    if not refs:
+        raise ReleaseError(f"{repository} has no digest for image {image.id[:19]} after the push")
+    registry.client.set_model_version_tag(registry.name, str(version), "image.ref", refs[0])
+    return refs[0]
 
 
 def deploy_qa(settings: Settings, registry, version: int, image_id: str, client=None) -> Deployment:
@@ -326,7 +375,7 @@ def promote(settings: Settings, registry, version: int | None = None, client=Non
     version = version or registry.alias_version("qa")
     if version is None:
         raise ReleaseError("no version has passed QA yet: run `mlops release` first")
-    image_id = image_for(registry, version)
+    image_id = image_for(registry, version, client)
     deployment = _switch_production(settings, registry, client, version, image_id)
     history = _history(registry) + [version]
     registry.client.set_registered_model_tag(registry.name, HISTORY_TAG, json.dumps(history))
@@ -343,7 +392,7 @@ def rollback(settings: Settings, registry, client=None) -> Deployment:
     if len(history) < 2:
         raise ReleaseError("nothing to roll back to: production has had only one version")
     previous = history[-2]
-    image_id = image_for(registry, previous)
+    image_id = image_for(registry, previous, client)
     deployment = _switch_production(settings, registry, client, previous, image_id)
     registry.client.set_registered_model_tag(registry.name, HISTORY_TAG, json.dumps(history[:-1]))
     return deployment

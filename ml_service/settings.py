@@ -62,6 +62,9 @@ class Settings(BaseSettings):
 
     # Image and release
     image_name: str = Field(default="diabetes-ridge-scoring", description="Scoring image name.")
+    image_registry: str | None = Field(
+        default=None, description="Registry path images are pushed to, e.g. ghcr.io/owner."
+    )
     base_image: str = Field(default="python:3.11-slim", description="Scoring image base.")
     image_python: str = Field(default="3.11", description="Python version of the base image.")
     build_dir: Path = Field(default=Path("build"), description="Image contexts and wheels.")

@@ -34,6 +34,11 @@ def docker_client():
     try:
         client.images.get(base)
     except ImageNotFound:
+        try:
+            client.images.pull(base)
+            return client
+        except DockerException:
+            pass
         _unavailable(
             f"base image {base} is not on the engine: pull it, or build one with "
             "infra/base-image/build.sh and set MLOPS_BASE_IMAGE"
@@ -45,3 +50,49 @@ def docker_client():
 def build_dir(tmp_path_factory):
     """One image build directory for the session, so wheels are downloaded once."""
     return tmp_path_factory.mktemp("build")
+
+
+@pytest.fixture(scope="session")
+def local_registry(tmp_path_factory, docker_client):
+    """A real image registry (Debian's docker-registry) on a loopback port.
+
+    Stands in for GHCR: `make push` uploads to it and a promotion on an engine
+    without the image pulls from it by digest. Docker trusts 127.0.0.0/8
+    registries over plain HTTP.
+    """
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    import requests
+
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        _unavailable("docker-registry is not installed (Debian package docker-registry)")
+    root = tmp_path_factory.mktemp("registry")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = root / "config.yml"
+    config.write_text(
+        "version: 0.1\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
+    process = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            pytest.fail("docker-registry did not start")
+        time.sleep(0.2)
+    yield f"127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=10)

@@ -51,8 +51,9 @@ def env(tmp_path, build_dir, docker_client):
     yield values
     for container in docker_client.containers.list(all=True, filters={"name": name}):
         container.remove(force=True)
-    for image in docker_client.images.list(name=f"{name}-scoring"):
-        docker_client.images.remove(image.id, force=True)
+    for image in docker_client.images.list():
+        if any(name in ref for ref in image.tags + image.attrs.get("RepoDigests", [])):
+            docker_client.images.remove(image.id, force=True)
 
 
 def make(env: dict, *args: str) -> subprocess.CompletedProcess:
@@ -228,3 +229,24 @@ def test_the_bundle_hash_in_the_image_matches_the_registry_model(env, tmp_path, 
     metadata = json.loads((bundle / "metadata.json").read_text())
     assert metadata["sha256"] == sha256_file(bundle / "model.skops")
     assert metadata["version"] == 1 and metadata["feature_names"][0] == "age"
+
+
+def test_push_then_promote_on_an_engine_without_the_image_pulls_the_same_digest(
+    env, docker_client, local_registry
+):
+    env = {**env, "MLOPS_IMAGE_REGISTRY": f"{local_registry}/E2E"}
+    ok(make(env, "pipeline"))
+    ok(make(env, "release"))
+    out = ok(make(env, "push"))
+    tags = registry(env).get_model_version(env["MLOPS_MODEL_NAME"], "1").tags
+    ref = tags["image.ref"]
+    assert ref.startswith(f"{local_registry}/e2e/{env['MLOPS_IMAGE_NAME']}@sha256:")  # lower-cased
+    assert ref in out
+
+    # Forget the image locally, as on a fresh production runner.
+    docker_client.containers.get(f"{env['MLOPS_MODEL_NAME']}-qa").remove(force=True)
+    docker_client.images.remove(tags["image.id"], force=True)
+    ok(make(env, "promote"))
+    production = docker_client.containers.get(f"{env['MLOPS_MODEL_NAME']}-production")
+    assert production.image.id == tags["image.id"]
+    assert served_version(env["MLOPS_PRODUCTION_PORT"]) == 1
