@@ -121,6 +121,20 @@ store-restore: install ## Restore the embedded registry from the last mlflow-sto
 keepalive: ## Re-enable the retrain workflow so its schedule survives 60 idle days (Actions)
 	gh workflow enable retrain.yml --repo "$${GITHUB_REPOSITORY:?set GITHUB_REPOSITORY}"
 
+.PHONY: drift
+drift: install ## Compare the scoring log (MLOPS_SCORING_LOG_DIR) with the training data; exit 4 on drift
+	$(BIN)/mlops drift $(if $(SUMMARY_OUT),--markdown "$(SUMMARY_OUT)") \
+		$(if $(OUTPUTS_OUT),--outputs "$(OUTPUTS_OUT)") $(ARGS)
+
+.PHONY: collect
+collect: install ## Join the scoring log with OUTCOMES=file.csv into a new dataset OUT=file.csv
+	$(BIN)/mlops collect --outcomes "$${OUTCOMES:?set OUTCOMES=ground-truth.csv}" \
+		--out "$${OUT:?set OUT=new-dataset.csv}" $(ARGS)
+
+.PHONY: trigger-retrain
+trigger-retrain: ## Start the retrain workflow (Actions; needs GH_TOKEN with actions: write)
+	gh workflow run retrain.yml --repo "$${GITHUB_REPOSITORY:?set GITHUB_REPOSITORY}"
+
 .PHONY: status
 status: install ## Show registered versions, aliases, metrics and running containers
 	$(BIN)/mlops status

@@ -524,11 +524,8 @@ def summary(
 
         result = read_result(json_in)
         text = summary_markdown(result)
-        for path, content in ((markdown, text), (outputs, step_outputs(result))):
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with open(path, "a") as handle:
-                    handle.write(content)
+        _append(markdown, text)
+        _append(outputs, step_outputs(result))
         out.print(text, markup=False, highlight=False)
 
     _guard(body)
@@ -550,6 +547,155 @@ def store_restore() -> None:
             out.print(f"using the tracking server {settings.resolved_tracking_uri}; nothing to restore")
             return
         out.print(restore_store(settings.store_dir, *github_env()))
+
+    _guard(body)
+
+
+LogsOption = Annotated[
+    Optional[Path],
+    typer.Option("--logs", help="Scoring log directory [default: MLOPS_SCORING_LOG_DIR]."),
+]
+
+
+def _append(path: Path | None, text: str) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as handle:
+            handle.write(text)
+
+
+def _logs_dir(settings, logs: Path | None) -> Path:
+    directory = logs or settings.scoring_log_dir
+    if directory is None:
+        raise UsageError("no scoring logs given: pass --logs DIR or set MLOPS_SCORING_LOG_DIR")
+    if not Path(directory).is_dir():
+        raise UsageError(f"scoring log directory not found: {directory}")
+    return Path(directory)
+
+
+@app.command()
+def drift(
+    logs: LogsOption = None,
+    config: ConfigOption = None,
+    version: VersionOption = None,
+    out_dir: Annotated[
+        Optional[Path], typer.Option("--out", help="Report directory [default: reports/drift].")
+    ] = None,
+    markdown: Annotated[
+        Optional[Path], typer.Option(help="Also append the summary here ($GITHUB_STEP_SUMMARY).")
+    ] = None,
+    outputs: Annotated[
+        Optional[Path], typer.Option(help="Append drifted=true|false here ($GITHUB_OUTPUT).")
+    ] = None,
+    fail: Annotated[
+        bool, typer.Option("--fail/--no-fail", help="Exit 4 when drift is found.")
+    ] = True,
+) -> None:
+    """Compare logged requests and predictions with the training data (exit 4 on drift)."""
+
+    def body():
+        import pandas as pd
+
+        from diabetes_regression.schema import CONTRACT
+        from ml_service import drift as dr
+        from ml_service.config import load_config
+        from ml_service.errors import DriftDetected
+        from ml_service.scoring_log import read_logs
+
+        settings = _settings()
+        rules = load_config(config or settings.config_path).monitoring
+        logged = read_logs(_logs_dir(settings, logs))
+        if len(logged) < rules.min_rows:
+            out.print(f"only {len(logged)} logged rows (< monitoring.min_rows = "
+                      f"{rules.min_rows}): not enough to judge drift")
+            _append(outputs, "drifted=false\n")
+            return
+        served = version or int(logged["model_version"].mode().iloc[0])
+        registry = _connected()[1]
+        reference_frame = pd.read_csv(settings.data_path)
+        features = reference_frame[CONTRACT.feature_names]
+        reference = {name: features[name].to_numpy() for name in CONTRACT.feature_names}
+        reference["prediction"] = registry.load_model(served).predict(features)
+        current = {name: logged[name].to_numpy() for name in [*CONTRACT.feature_names,
+                                                              "prediction"]}
+        report = dr.compare(reference, current, rules)
+        title = f"Drift of {registry.name} v{served}"
+        target = out_dir or settings.reports_dir / "drift"
+        target.mkdir(parents=True, exist_ok=True)
+        text = dr.markdown(report, title)
+        (target / "drift.md").write_text(text)
+        (target / "drift.html").write_text(dr.html_report(report, reference, current, title))
+        (target / "drift.json").write_text(json.dumps(report.as_json(), indent=2) + "\n")
+        _append(markdown, text)
+        _append(outputs, f"drifted={'true' if report.drifted else 'false'}\n")
+        out.print(text, markup=False, highlight=False)
+        out.print(f"report: {target / 'drift.html'}")
+        if report.drifted and fail:
+            raise DriftDetected(f"drift above threshold in {', '.join(report.drifted)}")
+
+    _guard(body)
+
+
+@app.command()
+def collect(
+    outcomes: Annotated[Path, typer.Option(
+        "--outcomes", help="CSV of ground truth: request_id, row (optional), target.")],
+    output: Annotated[Path, typer.Option("--out", help="Where to write the new dataset CSV.")],
+    logs: LogsOption = None,
+    base: Annotated[Optional[Path], typer.Option(
+        "--base", help="Existing dataset to extend (e.g. data/diabetes.csv).")] = None,
+) -> None:
+    """Join scoring logs with ground-truth outcomes into a dataset that passes the contract."""
+
+    def body():
+        import pandas as pd
+
+        from diabetes_regression.schema import CONTRACT
+        from ml_service.errors import DataValidationError
+        from ml_service.scoring_log import read_logs
+        from ml_service.validation import validate_frame
+
+        settings = _settings()
+        logged = read_logs(_logs_dir(settings, logs))
+        try:
+            truth = pd.read_csv(outcomes)
+        except FileNotFoundError:
+            raise UsageError(f"outcomes file not found: {outcomes}") from None
+        target = CONTRACT.target.name
+        missing = {"request_id", target} - set(truth.columns)
+        if missing:
+            raise UsageError(f"{outcomes} lacks column(s) {sorted(missing)}")
+        if logged.empty:
+            raise UsageError("the scoring log is empty")
+        keys = ["request_id", "row"]
+        if "row" not in truth.columns:
+            multi = logged.groupby("request_id").size()
+            if (multi > 1).any():
+                raise UsageError(
+                    f"{outcomes} has no 'row' column but request {multi.idxmax()} scored "
+                    f"{multi.max()} rows: add the row index to the outcomes"
+                )
+            keys = ["request_id"]
+        truth = truth.astype({"request_id": str})
+        logged = logged.astype({"request_id": str})
+        merged = logged.merge(truth[[*keys, target]], on=keys, how="inner")
+        dataset = merged[CONTRACT.columns]
+        if base is not None:
+            dataset = pd.concat([pd.read_csv(base)[CONTRACT.columns], dataset],
+                                ignore_index=True)
+        report = validate_frame(dataset, CONTRACT)
+        if not report.success:
+            raise DataValidationError(
+                f"the collected dataset breaks the data contract\n{report.summary()}",
+                report=report,
+            )
+        output.parent.mkdir(parents=True, exist_ok=True)
+        dataset.to_csv(output, index=False)
+        out.print(
+            f"{len(merged)} of {len(logged)} logged rows matched an outcome "
+            f"({len(truth) - len(merged)} outcomes unmatched); wrote {len(dataset)} rows "
+            f"to {output}; it passes the data contract ({report.evaluated} expectations)"
+        )
 
     _guard(body)
 

@@ -33,6 +33,17 @@ class GateConfig(BaseModel):
     floor: dict[Metric, float] = Field(default_factory=dict)
 
 
+class MonitoringConfig(BaseModel):
+    """When `mlops drift` calls a feature (or the prediction) drifted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    psi_threshold: float = Field(default=0.2, gt=0, description="Population stability index.")
+    ks_alpha: float = Field(default=0.01, gt=0, lt=1, description="KS test p-value cut-off.")
+    bins: int = Field(default=10, ge=2, le=100, description="Quantile bins for the PSI.")
+    min_rows: int = Field(default=100, ge=1, description="Fewest logged rows to judge drift.")
+
+
 class PipelineConfig(BaseModel):
     """The whole YAML file."""
 
@@ -41,6 +52,7 @@ class PipelineConfig(BaseModel):
     model: dict[str, Any] = Field(default_factory=dict)
     split: SplitConfig = Field(default_factory=SplitConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
     @field_validator("model")
     @classmethod

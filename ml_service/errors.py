@@ -34,3 +34,9 @@ class DataValidationError(MlopsError):
 
 class TrackingError(MlopsError):
     """The MLflow tracking store or registry could not be used (exit code 1)."""
+
+
+class DriftDetected(MlopsError):
+    """`mlops drift` found drift above the thresholds (exit code 4)."""
+
+    exit_code = 4

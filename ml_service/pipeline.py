@@ -140,6 +140,7 @@ class PipelineResult:
     forced: bool = False
     dry_run: bool = False
     dataset_digest: str = ""
+    fingerprint: str = ""
     cached_steps: list[str] = field(default_factory=list)
     validation: str = ""
 
@@ -324,6 +325,23 @@ def run_pipeline(
     runner = StepRunner(settings.cache_dir, on_step)
     candidate = build_candidate(path, config, settings, runner)
     runner.on_step("gate", False)
+    if dry_run:
+        result = _gate(registry, config, candidate, force, runner)
+        result.dry_run = True
+        return result
+    # Gate and register under the registry lock, so that concurrent pipelines
+    # neither register the same candidate twice nor leave champion on the worse one.
+    with registry.lock():
+        result = _gate(registry, config, candidate, force, runner)
+        runner.on_step("register" if result.gate_passed else "log", False)
+        run_id, version = _log_and_register(
+            registry, settings, config, candidate, result, path
+        )
+    result.run_id, result.version, result.registered = run_id, version, version is not None
+    return result
+
+
+def _gate(registry, config, candidate, force, runner) -> PipelineResult:
     champion_version, champion_metrics = score_champion(registry, candidate.holdout)
     decision = decide(
         candidate.metrics, champion_metrics, config.gate, force, champion_version
@@ -337,8 +355,7 @@ def run_pipeline(
             "nothing new to register",
             forced=decision.forced,
         )
-
-    result = PipelineResult(
+    return PipelineResult(
         registered=False,
         version=None,
         reason=decision.reason,
@@ -351,21 +368,12 @@ def run_pipeline(
         dataset_digest=candidate.digest,
         cached_steps=[name for name, hit in runner.cached.items() if hit],
         validation=candidate.report.summary(),
+        fingerprint=key,
     )
-    if dry_run:
-        result.dry_run = True
-        return result
-
-    runner.on_step("register" if decision.register else "log", False)
-    run_id, version = _log_and_register(
-        registry, settings, config, candidate, decision, result, path, key
-    )
-    result.run_id, result.version, result.registered = run_id, version, version is not None
-    return result
 
 
 def _log_and_register(
-    registry, settings, config, candidate, decision, result, path, key
+    registry, settings, config, candidate, result: PipelineResult, path
 ) -> tuple[str, int | None]:
     import mlflow
 
@@ -386,10 +394,10 @@ def _log_and_register(
                 "git_dirty": str(dirty).lower(),
                 "mlflow.source.git.commit": commit,
                 "dataset_digest": candidate.digest,
-                "fingerprint": key,
-                "gate.decision": "register" if decision.register else "reject",
-                "gate.reason": decision.reason[:5000],
-                "gate.forced": str(decision.forced).lower(),
+                "fingerprint": result.fingerprint,
+                "gate.decision": "register" if result.gate_passed else "reject",
+                "gate.reason": result.reason[:5000],
+                "gate.forced": str(result.forced).lower(),
                 "champion_version": str(result.champion_version or ""),
                 "cached_steps": ",".join(result.cached_steps),
             }
@@ -419,7 +427,7 @@ def _log_and_register(
             )
             mlflow.log_artifacts(tmp, artifact_path="evaluation")
 
-        if not decision.register:
+        if not result.gate_passed:
             return run.info.run_id, None
 
         features = candidate.holdout[CONTRACT.feature_names]
@@ -433,11 +441,11 @@ def _log_and_register(
         tags = {
             "git_commit": commit,
             "dataset_digest": candidate.digest,
-            "fingerprint": key,
+            "fingerprint": result.fingerprint,
             "run_id": run.info.run_id,
             "params": json.dumps(config.model, sort_keys=True),
-            "gate.decision": decision.reason[:5000],
-            "forced": str(decision.forced).lower(),
+            "gate.decision": result.reason[:5000],
+            "forced": str(result.forced).lower(),
             **{f"metric.{k}": f"{v:.6g}" for k, v in candidate.metrics.items()},
         }
         version = registry.register(info.model_uri, run.info.run_id, tags, info.model_id)

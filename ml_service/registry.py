@@ -7,8 +7,13 @@ difference is where ``Settings`` points the URIs.
 from __future__ import annotations
 
 import logging
+import os
+import random
+import socket
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from ml_service.errors import MlopsError, TrackingError
 from ml_service.settings import Settings
@@ -143,6 +148,67 @@ class Registry:
         self.client.set_registered_model_alias(self.name, CHAMPION, version.version)
         logger.info("registered %s version %s as %s", self.name, version.version, CHAMPION)
         return int(version.version)
+
+    @contextmanager
+    def lock(self, timeout: float = 300.0, stale_after: float = 900.0) -> Iterator[None]:
+        """Hold the registry's write lock for this model while the block runs.
+
+        MLflow has no transactions across calls, so two pipelines gating at the
+        same time could both register the same candidate or both move
+        ``champion``. The lock is a registered model named ``<name>--lock``:
+        creating it is atomic in every MLflow backend (a unique name), so only
+        one pipeline holds it. A lock older than ``stale_after`` seconds (its
+        holder died) is broken.
+
+        Raises:
+            TrackingError: If the lock is not acquired within ``timeout`` seconds.
+        """
+        from mlflow.exceptions import MlflowException
+
+        lock_name = f"{self.name}--lock"
+        holder = f"{socket.gethostname()}:{os.getpid()}"
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.client.create_registered_model(
+                    lock_name,
+                    tags={"holder": holder, "acquired": f"{time.time():.3f}"},
+                    description=f"Registration lock of {self.name}, held by a running pipeline.",
+                )
+                break
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            try:
+                tags = self.client.get_registered_model(lock_name).tags or {}
+            except MlflowException:
+                continue  # released between our two calls: try again at once
+            age = time.time() - float(tags.get("acquired", "0") or 0)
+            if age > stale_after:
+                logger.warning("breaking a stale registry lock held by %s for %.0fs",
+                               tags.get("holder"), age)
+                self._release(lock_name)
+                continue
+            if time.monotonic() > deadline:
+                raise TrackingError(
+                    f"another pipeline ({tags.get('holder', '?')}) has held the registry lock "
+                    f"of {self.name} for {age:.0f}s; try again later, or delete the registered "
+                    f"model '{lock_name}' if that pipeline is gone"
+                )
+            time.sleep(0.2 + random.random() * 0.3)
+        try:
+            yield
+        finally:
+            self._release(lock_name)
+
+    def _release(self, lock_name: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.delete_registered_model(lock_name)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
 
 
 def connect(settings: Settings) -> Registry:

@@ -267,6 +267,9 @@ def _start(client, settings: Settings, stage: str, image_id: str, version: int, 
         restart_policy={"Name": "unless-stopped"},
         read_only=True,
         tmpfs={"/tmp": "size=16m"},
+        # One scoring-log volume per stage, kept across deployments.
+        volumes={f"{container_name(settings, stage)}-scoring-log": {
+            "bind": "/var/log/scoring", "mode": "rw"}},
     )
 
 

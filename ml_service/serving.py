@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
+import uuid
 import warnings
+from contextlib import asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -39,7 +42,10 @@ from prometheus_client import (
 from diabetes_regression.schema import CONTRACT, DataContract
 from ml_service.bundle import MODEL_FILE, BundleMetadata, sha256_file
 from ml_service.scoring import RequestError, RowValidator
+from ml_service.scoring_log import Batch, ScoringLog, now_iso
 from ml_service.settings import Settings
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +106,17 @@ class _Metrics:
             ["name", "version", "git_commit"], registry=self.registry,
         )
         info.labels(metadata.name, str(metadata.version), metadata.git_commit).set(1)
+
+    def watch_log(self, log: ScoringLog) -> None:
+        """Export the scoring log's queue depth, rows written and refusals."""
+        Gauge("scoring_log_queue_depth", "Requests waiting to be written to the scoring log.",
+              registry=self.registry).set_function(log.depth)
+        Gauge("scoring_log_rows_written", "Rows written to the scoring log.",
+              registry=self.registry).set_function(lambda: log.rows_written)
+        self.log_refused = Counter(
+            "scoring_log_refused", "Requests refused (503) because the scoring log was full.",
+            registry=self.registry,
+        )
 
 
 class _MetricsMiddleware:
@@ -197,12 +214,29 @@ def create_app(
     validate = RowValidator(contract, settings.max_rows)
     metrics = _Metrics(metadata)
     model_ref = {"name": metadata.name, "version": metadata.version}
+    scoring_log = None
+    if settings.scoring_log_dir is not None:
+        scoring_log = ScoringLog(
+            settings.scoring_log_dir, contract.feature_names, metadata.name, metadata.version,
+            max_bytes=settings.scoring_log_max_bytes,
+            max_pending=settings.scoring_log_max_pending,
+        )
+        metrics.watch_log(scoring_log)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        yield
+        if scoring_log is not None:  # SIGTERM ends here: drain before exiting
+            scoring_log.close()
+            logger.info("scoring log closed: %d rows written", scoring_log.rows_written)
 
     app = FastAPI(
         title="Scoring service",
         version=str(metadata.version),
         description=f"Scores `{metadata.name}` version {metadata.version}.",
+        lifespan=lifespan,
     )
+    app.state.scoring_log = scoring_log
     app.add_middleware(_MetricsMiddleware, metrics=metrics)
 
     @app.exception_handler(RequestError)
@@ -218,7 +252,8 @@ def create_app(
             }
         },
         responses={413: {"description": "Body or row count over the limit"},
-                   422: {"description": "A row breaks the data contract"}},
+                   422: {"description": "A row breaks the data contract"},
+                   503: {"description": "The scoring log is full: retry later"}},
     )
     async def score(request: Request) -> JSONResponse:
         """Predict for each row of ``data``."""
@@ -237,10 +272,24 @@ def create_app(
             # array in contract order, which is what it expects.
             warnings.simplefilter("ignore", UserWarning)
             predictions = np.asarray(model.predict(matrix), dtype=float)
+        given = request.headers.get("x-request-id", "")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        if scoring_log is not None and not scoring_log.submit(
+            Batch(request_id, now_iso(), matrix, predictions)
+        ):
+            metrics.log_refused.inc()
+            return JSONResponse(
+                {"detail": "the scoring log is behind; retry shortly", "row": None,
+                 "feature": None},
+                status_code=503, headers={"Retry-After": "1"},
+            )
         metrics.rows.inc(len(predictions))
         for value in predictions:
             metrics.predictions.observe(value)
-        return JSONResponse({"result": predictions.tolist(), "model": model_ref})
+        return JSONResponse(
+            {"result": predictions.tolist(), "model": model_ref, "request_id": request_id},
+            headers={"X-Request-ID": request_id},
+        )
 
     @app.get("/health")
     async def health() -> dict:

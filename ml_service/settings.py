@@ -60,6 +60,16 @@ class Settings(BaseSettings):
         default=5_000_000, ge=1024, description="Largest /score request body, in bytes."
     )
 
+    scoring_log_dir: Path | None = Field(
+        default=None, description="Directory of the scoring log (JSON lines); unset = off."
+    )
+    scoring_log_max_bytes: int = Field(
+        default=64 * 2**20, ge=4096, description="Rotate scoring log files at this size."
+    )
+    scoring_log_max_pending: int = Field(
+        default=2000, ge=1, description="Requests queued for the log before 503 back-pressure."
+    )
+
     # Image and release
     image_name: str = Field(default="diabetes-ridge-scoring", description="Scoring image name.")
     image_registry: str | None = Field(

@@ -71,3 +71,21 @@ class Cli:
 def cli(workdir: Path) -> Cli:
     """The mlops CLI bound to the isolated ``workdir``."""
     return Cli(workdir)
+
+
+@pytest.fixture(scope="session")
+def team_server(tmp_path_factory):
+    """Team mode: `mlflow server` backed by a real PostgreSQL, for the whole session.
+
+    Skips when PostgreSQL is not installed, unless REQUIRE_POSTGRES=1 (as in CI).
+    """
+    from tests.servers import MlflowServer, Postgres
+
+    root = tmp_path_factory.mktemp("team")
+    postgres = Postgres()
+    try:
+        server = MlflowServer(root, postgres.create_database("mlflow"))
+        yield server.uri
+        server.close()
+    finally:
+        postgres.stop()

@@ -161,15 +161,29 @@ def test_store_restore_does_nothing_with_a_tracking_server(isolated):
     assert result.returncode == 0 and "nothing to restore" in result.stdout
 
 
-def test_keepalive_re_enables_the_retrain_workflow(tmp_path):
+def fake_gh(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """A `gh` first on PATH that records its arguments; returns (env, record file)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "calls.txt"
     (bin_dir / "gh").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
     (bin_dir / "gh").chmod(0o755)
-    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "GITHUB_REPOSITORY": "owner/repo"}
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}", "GITHUB_REPOSITORY": "owner/repo"}, calls
+
+
+def test_keepalive_re_enables_the_retrain_workflow(tmp_path):
+    env, calls = fake_gh(tmp_path)
     result = make("keepalive", env=env)
     assert result.returncode == 0, result.stderr
     assert calls.read_text() == "workflow enable retrain.yml --repo owner/repo\n"
-    result = make("keepalive", env={"PATH": env["PATH"], "GITHUB_REPOSITORY": ""})
+    result = make("keepalive", env={**env, "GITHUB_REPOSITORY": ""})
+    assert result.returncode != 0 and "set GITHUB_REPOSITORY" in result.stderr
+
+
+def test_trigger_retrain_starts_the_retrain_workflow(tmp_path):
+    env, calls = fake_gh(tmp_path)
+    result = make("trigger-retrain", env=env)
+    assert result.returncode == 0, result.stderr
+    assert calls.read_text() == "workflow run retrain.yml --repo owner/repo\n"
+    result = make("trigger-retrain", env={**env, "GITHUB_REPOSITORY": ""})
     assert result.returncode != 0 and "set GITHUB_REPOSITORY" in result.stderr

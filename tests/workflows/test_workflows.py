@@ -29,7 +29,9 @@ def load(name: str) -> dict:
 
 
 BUILD, RETRAIN, RELEASE = load("build.yml"), load("retrain.yml"), load("release.yml")
-ALL = {"build.yml": BUILD, "retrain.yml": RETRAIN, "release.yml": RELEASE}
+MONITOR = load("monitor.yml")
+ALL = {"build.yml": BUILD, "retrain.yml": RETRAIN, "release.yml": RELEASE,
+       "monitor.yml": MONITOR}
 
 
 def run_steps():
@@ -71,7 +73,9 @@ def test_every_called_target_is_exercised_by_the_test_suite():
     sources.append((REPO / ".ci" / "run").read_text())
     exercised = set()
     for text in sources:
-        for call in re.findall(r"\bmake\(([^)]*)\)", text):
+        calls = re.findall(r"\bmake\(([^)]*)\)", text)
+        calls += re.findall(r"\[\"make\",([^\]]*)\]", text, flags=re.S)
+        for call in calls:
             exercised.update(re.findall(r"[\"']([a-z][a-z-]*)[\"']", call))
         exercised.update(re.findall(r"^\s*make ([a-z][a-z-]*)\s*$", text, flags=re.M))
     unexercised = called_targets() - exercised
@@ -85,6 +89,8 @@ def test_triggers():
     assert RETRAIN["on"]["workflow_dispatch"]["inputs"]["force"]["type"] == "boolean"
     assert RETRAIN["on"]["push"]["paths"] == ["data/**"]
     assert set(RELEASE["on"]) == {"workflow_call", "workflow_dispatch"}
+    assert set(MONITOR["on"]) == {"schedule", "workflow_dispatch"}
+    assert MONITOR["on"]["schedule"][0]["cron"].split()[2:] == ["*", "*", "*"]  # daily
     for trigger in ("workflow_call", "workflow_dispatch"):
         assert "version" in RELEASE["on"][trigger]["inputs"]
 
@@ -126,6 +132,8 @@ EXPECTED_PERMISSIONS = {
     ("retrain.yml", "keepalive"): {"actions": "write"},
     ("release.yml", "qa"): {"contents": "read", "actions": "read", "packages": "write"},
     ("release.yml", "production"): {"contents": "read", "actions": "read", "packages": "read"},
+    ("monitor.yml", "drift"): {"contents": "read", "actions": "read"},
+    ("monitor.yml", "retrain"): {"actions": "write"},
 }
 
 
@@ -187,3 +195,18 @@ def test_dependabot_watches_actions_and_python():
     config = yaml.safe_load((REPO / ".github" / "dependabot.yml").read_text())
     ecosystems = {u["package-ecosystem"] for u in config["updates"]}
     assert ecosystems == {"github-actions", "uv"}
+
+
+def test_monitor_reports_drift_and_starts_a_retrain_only_when_drift_was_found():
+    drift = MONITOR["jobs"]["drift"]
+    step = next(s for s in drift["steps"] if s.get("id") == "drift")
+    assert step["run"].startswith("make drift") and "--no-fail" in step["run"]
+    assert 'OUTPUTS_OUT="$GITHUB_OUTPUT"' in step["run"]
+    assert 'SUMMARY_OUT="$GITHUB_STEP_SUMMARY"' in step["run"]
+    assert drift["outputs"] == {"drifted": "${{ steps.drift.outputs.drifted }}"}
+    report = next(s for s in drift["steps"] if s.get("with", {}).get("name") == "drift-report")
+    assert report["if"] == "always()"
+    retrain = MONITOR["jobs"]["retrain"]
+    assert retrain["needs"] == "drift"
+    assert retrain["if"] == "needs.drift.outputs.drifted == 'true'"
+    assert [s.get("run") for s in retrain["steps"]][-1] == "make trigger-retrain"

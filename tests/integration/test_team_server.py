@@ -1,0 +1,82 @@
+"""Team mode: the pipeline against `mlflow server` on a real PostgreSQL backend.
+
+Includes the race the registry lock exists for: pipelines started at the same
+time must neither register the same candidate twice nor leave `champion` on
+the worse model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+
+from mlflow import MlflowClient
+
+from tests.conftest import DATA, REPO, write_config
+
+
+def start_run(tmp_path, server: str, model: str, index: int, *args: str) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": server,
+        "MLOPS_MODEL_NAME": model,
+        "MLOPS_EXPERIMENT_NAME": model,
+        "MLOPS_DATA_PATH": str(DATA),
+        "MLOPS_CACHE_DIR": str(tmp_path / f"cache{index}"),
+        "MLOPS_REPORTS_DIR": str(tmp_path / f"reports{index}"),
+    }
+    return subprocess.Popen(
+        [str(REPO / ".venv" / "bin" / "mlops"), "run", "--json-out",
+         str(tmp_path / f"result{index}.json"), *args],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def finish(tmp_path, processes) -> list[dict]:
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0] * len(processes), outputs
+    return [json.loads((tmp_path / f"result{i}.json").read_text())
+            for i in range(len(processes))]
+
+
+def test_the_pipeline_registers_and_gates_on_a_postgresql_backed_server(
+    cli, monkeypatch, team_server
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", team_server)
+    monkeypatch.setenv("MLOPS_MODEL_NAME", f"team-{uuid.uuid4().hex[:6]}")
+    result, summary = cli.run()
+    assert result.exit_code == 0 and summary["registered"] and summary["version"] == 1
+    result, summary = cli.run()
+    assert result.exit_code == 0 and not summary["registered"]
+    assert summary["champion"] is not None
+    assert "champion" in cli("status").stdout
+
+
+def test_two_identical_pipelines_started_together_register_once(tmp_path, team_server):
+    model = f"team-race-{uuid.uuid4().hex[:6]}"
+    results = finish(tmp_path, [start_run(tmp_path, team_server, model, i) for i in range(2)])
+    assert sorted(r["registered"] for r in results) == [False, True]
+    loser = next(r for r in results if not r["registered"])
+    assert "identical to registered version 1" in loser["reason"]
+    client = MlflowClient(tracking_uri=team_server, registry_uri=team_server)
+    assert len(client.search_model_versions(f"name = '{model}'")) == 1
+    assert not client.search_registered_models(f"name = '{model}--lock'")  # released
+
+
+def test_a_worse_and_a_better_pipeline_together_leave_champion_on_the_better(
+    tmp_path, team_server
+):
+    model = f"team-pair-{uuid.uuid4().hex[:6]}"
+    weak = write_config(tmp_path, "weak.yaml", alpha=1000.0)
+    processes = [start_run(tmp_path, team_server, model, 0, "--config", str(weak)),
+                 start_run(tmp_path, team_server, model, 1)]
+    weak_result, strong_result = finish(tmp_path, processes)
+    client = MlflowClient(tracking_uri=team_server, registry_uri=team_server)
+    champion = client.get_model_version_by_alias(model, "champion")
+    assert strong_result["registered"]
+    assert int(champion.version) == strong_result["version"]
+    assert float(champion.tags["metric.rmse"]) < 50.5
+    if weak_result["registered"]:  # it won the race, then lost the title
+        assert weak_result["version"] < strong_result["version"]

@@ -1,0 +1,118 @@
+"""Real servers the tests start on loopback ports: PostgreSQL and `mlflow server`."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def unavailable(reason: str, required_by: str) -> None:
+    """Skip with the reason, or fail when the environment variable says it is required."""
+    if os.environ.get(required_by) == "1":
+        pytest.fail(f"{required_by}=1 but {reason}")
+    pytest.skip(f"{reason} (set {required_by}=1 to make this a failure)")
+
+
+def _pg_bin() -> Path | None:
+    """The directory with initdb, pg_ctl and createdb (Debian keeps them off PATH)."""
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if candidates:
+        return Path(candidates[-1]).parent
+    found = shutil.which("initdb")
+    return Path(found).parent if found else None
+
+
+class Postgres:
+    """A throw-away PostgreSQL cluster (trust auth, loopback only)."""
+
+    def __init__(self):
+        bindir = _pg_bin()
+        if bindir is None:
+            unavailable("PostgreSQL is not installed (Debian package postgresql)",
+                        "REQUIRE_POSTGRES")
+        # Its own directory in the system temp dir: pytest's are private to the
+        # test user, and as root the server runs as the postgres account
+        # (PostgreSQL refuses to run as root).
+        root = Path(tempfile.mkdtemp(prefix="mlops-postgres-"))
+        self.bindir, self.root, self.port = bindir, root, free_port()
+        self.data = root / "data"
+        self.prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.prefix:
+            shutil.chown(root, "postgres", "postgres")
+        self._run("initdb", "-D", str(self.data), "--auth=trust", "-U", "postgres",
+                  "--no-sync", "-E", "UTF8")
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(root / "server.log"), "-w",
+                  "-o", f"-p {self.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off",
+                  "start")
+
+    def _run(self, tool: str, *args: str) -> None:
+        result = subprocess.run([*self.prefix, str(self.bindir / tool), *args],
+                                capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            log = self.root / "server.log"
+            extra = log.read_text()[-2000:] if log.exists() else ""
+            raise RuntimeError(f"{tool} failed: {result.stderr[-2000:]}{extra}")
+
+    def create_database(self, name: str) -> str:
+        """Create database ``name``; return its SQLAlchemy URI."""
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        try:
+            self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+class MlflowServer:
+    """`mlflow server` with the given backend store and proxied artifacts."""
+
+    def __init__(self, root: Path, backend_uri: str, deadline: float = 120.0):
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.log_path = root / "mlflow-server.log"
+        self.log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
+             "--port", str(self.port), "--workers", "2", "--backend-store-uri", backend_uri,
+             "--artifacts-destination", str(root / "artifacts")],
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=root,
+        )
+        stop = time.monotonic() + deadline
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mlflow server exited:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                if requests.get(f"{self.uri}/health", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            if time.monotonic() > stop:
+                self.close()
+                raise RuntimeError(f"mlflow server not healthy after {deadline:.0f}s")
+            time.sleep(0.5)
+
+    def close(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
