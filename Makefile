@@ -41,7 +41,7 @@ lint: install ## flake8; actionlint, zizmor and JSON schemas on .github; hadolin
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-actions .github/actions/*/action.yml
 	$(BIN)/check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
-	$(BIN)/hadolint environments/scoring/Dockerfile
+	$(BIN)/hadolint environments/scoring/Dockerfile infra/mlflow/Dockerfile
 
 .PHONY: test
 test: lint ## Run lint, then every test (unit, data, integration)

@@ -4,7 +4,8 @@ Both servers serve the same registered version on this machine, each as one
 uvicorn worker, and are driven by the same load generator (asyncio + aiohttp,
 a fixed number of concurrent clients sending a fixed number of requests).
 Reported: requests/s and p50/p99 latency for single-row and 1,000-row
-requests, the ratios against MLflow's server measured in the same run, and,
+requests, the ratios against MLflow's server measured in the same run, the
+cost of the scoring log (the same service with the log on vs off), and,
 when a Docker engine is reachable, the image size and the time from
 ``docker run`` to healthy.
 """
@@ -138,10 +139,15 @@ def run_bench(settings: Settings, registry, version: int, requests: int, concurr
     with tempfile.TemporaryDirectory() as tmp:
         bundle = Path(tmp) / "bundle"
         export_bundle(registry, version, bundle)
+        ours = [sys.executable, "-m", "ml_service.serving"]
+        ours_env = {"MLOPS_BUNDLE_DIR": str(bundle), "MLOPS_SERVE_HOST": "127.0.0.1"}
         servers = {
             "scoring service": (
-                [sys.executable, "-m", "ml_service.serving"],
-                {"MLOPS_BUNDLE_DIR": str(bundle), "MLOPS_SERVE_HOST": "127.0.0.1"},
+                ours, {**ours_env, "MLOPS_SCORING_LOG_DIR": None},
+                "MLOPS_SERVE_PORT", "/health", "/score", ours_bodies,
+            ),
+            "scoring service + log": (
+                ours, {**ours_env, "MLOPS_SCORING_LOG_DIR": str(Path(tmp) / "scoring-log")},
                 "MLOPS_SERVE_PORT", "/health", "/score", ours_bodies,
             ),
             "mlflow models serve": (
@@ -162,7 +168,9 @@ def run_bench(settings: Settings, registry, version: int, requests: int, concurr
             # MLflow starts `uvicorn` from PATH: make it this environment's.
             path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
             with open(log, "w") as handle:
-                process = subprocess.Popen(command, env={**os.environ, **env, "PATH": path},
+                merged = {**os.environ, **env, "PATH": path}
+                process = subprocess.Popen(command, env={k: v for k, v in merged.items()
+                                                         if v is not None},
                                            stdout=handle, stderr=subprocess.STDOUT)
                 try:
                     base = f"http://127.0.0.1:{port}"
@@ -193,9 +201,11 @@ def _ratios(results: list[LoadResult]) -> dict[str, dict[str, float]]:
     ratios = {}
     for shape in sorted({r.shape for r in results}):
         ours, theirs = by[("scoring service", shape)], by[("mlflow models serve", shape)]
+        logged = by[("scoring service + log", shape)]
         ratios[shape] = {
             "throughput_x": round(ours.rps / theirs.rps, 2),
             "p99_ratio": round(ours.p99_ms / theirs.p99_ms, 2),
+            "log_throughput_x": round(logged.rps / ours.rps, 2),
         }
     return ratios
 
@@ -251,9 +261,11 @@ def render(report: dict) -> str:
             f"| {r['server']} | {r['shape']} | {r['requests']} | {r['concurrency']} | "
             f"{r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} |"
         )
-    lines += ["", "| request | throughput vs MLflow | p99 vs MLflow |", "|---|---:|---:|"]
+    lines += ["", "| request | throughput vs MLflow | p99 vs MLflow | throughput with the log on |",
+              "|---|---:|---:|---:|"]
     for shape, ratio in report["ratios"].items():
-        lines.append(f"| {shape} | {ratio['throughput_x']}x | {ratio['p99_ratio']}x |")
+        lines.append(f"| {shape} | {ratio['throughput_x']}x | {ratio['p99_ratio']}x | "
+                     f"{ratio['log_throughput_x']}x |")
     image = report["image"]
     lines.append("")
     if "skipped" in image:

@@ -92,8 +92,8 @@ class _Metrics:
             ["route", "status"], registry=self.registry,
         )
         self.latency = Histogram(
-            "scoring_request_seconds", "HTTP request latency by route.",
-            ["route"], registry=self.registry,
+            "scoring_request_seconds", "HTTP request latency by route and status.",
+            ["route", "status"], registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
         self.rows = Counter("scoring_rows", "Rows scored.", registry=self.registry)
@@ -141,8 +141,9 @@ class _MetricsMiddleware:
         finally:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(path, str(status["code"])).inc()
-            self.metrics.latency.labels(path).observe(time.perf_counter() - start)
+            code = str(status["code"])
+            self.metrics.requests.labels(path, code).inc()
+            self.metrics.latency.labels(path, code).observe(time.perf_counter() - start)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

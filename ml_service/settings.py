@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import diabetes_regression
@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     smoke_deadline: float = Field(
         default=90.0, gt=0, description="Seconds a new container has to become healthy."
     )
+
+    @field_validator("tracking_uri", "scoring_log_dir", "model_sha256", "image_registry",
+                     mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value):
+        # Workflows pass unset secrets and variables as empty strings.
+        return None if value == "" else value
 
     @property
     def embedded(self) -> bool:

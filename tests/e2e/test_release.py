@@ -7,6 +7,7 @@ container keeps serving -> rollback.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -54,6 +55,8 @@ def env(tmp_path, build_dir, docker_client):
     for image in docker_client.images.list():
         if any(name in ref for ref in image.tags + image.attrs.get("RepoDigests", [])):
             docker_client.images.remove(image.id, force=True)
+    for volume in docker_client.volumes.list(filters={"name": name}):
+        volume.remove(force=True)
 
 
 def make(env: dict, *args: str) -> subprocess.CompletedProcess:
@@ -249,4 +252,69 @@ def test_push_then_promote_on_an_engine_without_the_image_pulls_the_same_digest(
     ok(make(env, "promote"))
     production = docker_client.containers.get(f"{env['MLOPS_MODEL_NAME']}-production")
     assert production.image.id == tags["image.id"]
+    assert served_version(env["MLOPS_PRODUCTION_PORT"]) == 1
+
+
+async def _load(url: str, requests_total: int, clients: int) -> tuple[int, dict[str, int]]:
+    """Send ``requests_total`` /score requests of 1-3 rows from ``clients`` clients."""
+    import aiohttp
+
+    rows = [[59.0, 2.0, 32.1, 101.0, 157.0, 93.2, 38.0, 4.0, 4.8598, 87.0],
+            [48.0, 1.0, 21.6, 87.0, 183.0, 103.2, 70.0, 3.0, 3.8918, 69.0],
+            [72.0, 2.0, 30.5, 93.0, 156.0, 93.6, 41.0, 4.0, 4.6728, 85.0]]
+    scored: dict[str, int] = {}
+    counter = iter(range(requests_total))
+
+    async def client(session):
+        for i in counter:
+            size = 1 + i % 3
+            async with session.post(url, json={"data": rows[:size]}) as response:
+                assert response.status == 200, await response.text()
+                scored[(await response.json())["request_id"]] = size
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as session:
+        await asyncio.gather(*(client(session) for _ in range(clients)))
+    return sum(scored.values()), scored
+
+
+def test_every_row_scored_under_load_is_logged_through_a_sigterm(env, docker_client):
+    ok(make(env, "pipeline"))
+    ok(make(env, "release"))
+    name = f"{env['MLOPS_MODEL_NAME']}-qa"
+    total, scored = asyncio.run(
+        _load(f"http://127.0.0.1:{env['MLOPS_QA_PORT']}/score", 10_000, clients=8)
+    )
+    container = docker_client.containers.get(name)
+    image = container.image.id
+    container.stop(timeout=60)  # SIGTERM: uvicorn shuts down, the log drains
+    container.reload()
+    assert container.attrs["State"]["ExitCode"] == 0, container.logs().decode()[-2000:]
+
+    dump = docker_client.containers.run(
+        image,
+        ["/opt/venv/bin/python", "-c",
+         "import glob, sys\n"
+         "for f in sorted(glob.glob('/var/log/scoring/*.jsonl')):\n"
+         "    sys.stdout.write(open(f).read())"],
+        volumes={f"{name}-scoring-log": {"bind": "/var/log/scoring", "mode": "ro"}},
+        remove=True,
+    ).decode()
+    logged = [json.loads(line) for line in dump.splitlines()]
+    per_request: dict[str, int] = {}
+    for line in logged:
+        per_request[line["request_id"]] = per_request.get(line["request_id"], 0) + 1
+    assert {k: v for k, v in per_request.items() if k in scored} == scored  # zero loss
+    # The only other request is the release's smoke test (5 rows).
+    assert sorted(v for k, v in per_request.items() if k not in scored) == [5]
+    assert len(logged) == total + 5
+
+
+def test_release_and_promotion_against_the_postgresql_team_server(env, team_server):
+    env = {**env, "MLFLOW_TRACKING_URI": team_server}
+    ok(make(env, "pipeline"))
+    ok(make(env, "release"))
+    ok(make(env, "promote"))
+    client = MlflowClient(tracking_uri=team_server, registry_uri=team_server)
+    for alias_name in ("champion", "qa", "production"):
+        assert client.get_model_version_by_alias(env["MLOPS_MODEL_NAME"], alias_name).version == "1"
     assert served_version(env["MLOPS_PRODUCTION_PORT"]) == 1

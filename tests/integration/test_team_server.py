@@ -80,3 +80,27 @@ def test_a_worse_and_a_better_pipeline_together_leave_champion_on_the_better(
     assert float(champion.tags["metric.rmse"]) < 50.5
     if weak_result["registered"]:  # it won the race, then lost the title
         assert weak_result["version"] < strong_result["version"]
+
+
+def test_the_team_compose_file_runs_mlflow_on_postgresql_with_the_locked_versions():
+    import re
+
+    import yaml
+
+    compose = yaml.safe_load((REPO / "infra" / "mlflow" / "compose.yaml").read_text())
+    postgres, mlflow = compose["services"]["postgres"], compose["services"]["mlflow"]
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    assert mlflow["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    command = " ".join(mlflow["command"])
+    assert "--backend-store-uri=postgresql://" in command and "@postgres:5432/" in command
+    assert "--artifacts-destination=/mlartifacts" in command
+    assert set(compose["volumes"]) == {"pgdata", "artifacts"}
+
+    lock = (REPO / "uv.lock").read_text()
+    dockerfile = (REPO / "infra" / "mlflow" / "Dockerfile").read_text()
+
+    def locked(name: str) -> str:
+        return re.search(rf'name = "{name}"\nversion = "([^"]+)"', lock).group(1)
+
+    assert f"MLFLOW_VERSION={locked('mlflow')}" in dockerfile
+    assert f"psycopg[binary]=={locked('psycopg')}" in dockerfile
