@@ -6,65 +6,21 @@ as a team server would; the pipeline only sees MLFLOW_TRACKING_URI.
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
-
 import pytest
-import requests
 from mlflow import MlflowClient
 
+from tests.servers import MlflowServer
+
 pytestmark = pytest.mark.server
-
-STARTUP_DEADLINE = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
-    """Start `mlflow server` on 127.0.0.1 and yield its URI; stop it afterwards."""
+    """`mlflow server` on 127.0.0.1 with a SQLite backend; yields its URI."""
     root = tmp_path_factory.mktemp("server")
-    port = free_port()
-    log = (root / "server.log").open("w")
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "mlflow", "server",
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination", str(root / "artifacts"),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=root,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + STARTUP_DEADLINE
-    try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"mlflow server exited:\n{(root / 'server.log').read_text()[-3000:]}")
-            try:
-                if requests.get(f"{uri}/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server not healthy after {STARTUP_DEADLINE:.0f}s")
-            time.sleep(0.5)
-        yield uri
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+    server = MlflowServer(root, f"sqlite:///{root / 'mlflow.db'}")
+    yield server.uri
+    server.close()
 
 
 def test_the_pipeline_registers_and_gates_on_a_tracking_server(cli, monkeypatch, mlflow_server):
