@@ -53,13 +53,21 @@ class Registry:
 
     def experiment_id(self) -> str:
         """Return the id of the configured experiment, creating it if needed."""
+        from mlflow.exceptions import MlflowException
+
         name = self.settings.experiment_name
         experiment = self.client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
-        return self.client.create_experiment(
-            name, artifact_location=self.settings.artifact_location
-        )
+        try:
+            return self.client.create_experiment(
+                name, artifact_location=self.settings.artifact_location
+            )
+        except MlflowException as exc:
+            # Another pipeline created it between our two calls.
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return self.client.get_experiment_by_name(name).experiment_id
 
     def alias_version(self, alias: str) -> int | None:
         """Version number the alias points to, or None if it is not set."""

@@ -59,7 +59,15 @@ class ScoringLog:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.features = list(feature_names)
-        self.fixed = {"model_name": model_name, "model_version": model_version}
+        # One %-template per line: several times faster than json.dumps per row,
+        # which matters because the writer shares the GIL with the requests.
+        # repr() of a finite float is valid JSON; NaN/inf never get this far.
+        fields = ", ".join(f"{json.dumps(name)}: %r" for name in self.features)
+        self._template = (
+            '{"request_id": %s, "row": %d, "timestamp": "%s", '
+            f'"model_name": {json.dumps(model_name)}, "model_version": {int(model_version)}, '
+            f'{fields}, "prediction": %r}}\n'
+        )
         self.max_bytes = max_bytes
         self.pending: queue.Queue = queue.Queue(maxsize=max_pending)
         self.rows_written = 0
@@ -105,15 +113,14 @@ class ScoringLog:
         self._close_file()
 
     def _write(self, batch: Batch) -> None:
-        lines = []
-        for row, (values, prediction) in enumerate(zip(batch.inputs.tolist(),
-                                                       batch.predictions.tolist())):
-            record = {"request_id": batch.request_id, "row": row,
-                      "timestamp": batch.timestamp, **self.fixed}
-            record.update(zip(self.features, values))
-            record["prediction"] = prediction
-            lines.append(json.dumps(record))
-        data = ("\n".join(lines) + "\n").encode()
+        request_id, stamp, template = json.dumps(batch.request_id), batch.timestamp, self._template
+        lines = [
+            template % (request_id, row, stamp, *values, prediction)
+            for row, (values, prediction) in enumerate(
+                zip(batch.inputs.tolist(), batch.predictions.tolist())
+            )
+        ]
+        data = "".join(lines).encode()
         if self._file is None or self._size + len(data) > self.max_bytes and self._size:
             self._rotate()
         self._file.write(data)

@@ -194,9 +194,10 @@ def test_bench_compares_with_mlflow_models_serve(isolated, tmp_path):
     servers = {(r["server"], r["shape"]) for r in report["results"]}
     assert servers == {
         (server, shape)
-        for server in ("scoring service", "mlflow models serve")
+        for server in ("scoring service", "scoring service + log", "mlflow models serve")
         for shape in ("1 row", "1000 rows")
     }
     assert all(r["errors"] == 0 and r["rps"] > 0 for r in report["results"])
     assert set(report["ratios"]) == {"1 row", "1000 rows"}
+    assert all(r["log_throughput_x"] > 0 for r in report["ratios"].values())
     assert "throughput vs MLflow" in result.stdout
