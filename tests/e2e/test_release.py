@@ -120,10 +120,10 @@ def test_release_promote_replace_fail_safely_and_roll_back(env, tmp_path, docker
     assert sorted(names) == sorted([f"{env['MLOPS_MODEL_NAME']}-qa",
                                     f"{env['MLOPS_MODEL_NAME']}-production"])
 
-    # v3 with a deliberately broken image: healthy, but it serves v1's model file
+    # v3 with a deliberately broken image: it starts healthy and says it is v3,
+    # but it serves v1's model file
     worse = write_config(tmp_path, "worse.yaml", alpha=300.0)
     ok(make(env, "pipeline", f"ARGS=--config {worse} --force"))
-    ok(make(env, "image", "VERSION=3"))
     broken = _broken_image(docker_client, env, image_v1)
     client = registry(env)
     client.set_model_version_tag(env["MLOPS_MODEL_NAME"], "3", "image.id", broken)
@@ -145,24 +145,37 @@ def test_release_promote_replace_fail_safely_and_roll_back(env, tmp_path, docker
     assert "production" in status and "healthy" in status
 
 
-def _broken_image(client, env: dict, image_v1: str) -> str:
-    """v3's image with v1's model file inside, its hash made to match so it starts."""
-    v3 = registry(env).get_model_version(env["MLOPS_MODEL_NAME"], "3").tags["image.id"]
-    container = client.containers.create(image_v1)
+def _read(client, image: str, path: str) -> bytes:
+    container = client.containers.create(image)
     try:
-        stream, _ = container.get_archive("/opt/model/model.skops")
+        stream, _ = container.get_archive(path)
         archive = io.BytesIO(b"".join(stream))
     finally:
         container.remove()
     with tarfile.open(fileobj=archive) as tar:
-        model = tar.extractfile("model.skops").read()
-    digest = __import__("hashlib").sha256(model).hexdigest()
+        return tar.extractfile(path.rsplit("/", 1)[1]).read()
+
+
+def _broken_image(client, env: dict, image_v1: str) -> str:
+    """v2's image serving v1's model file under metadata that claims v3."""
+    import hashlib
+
+    image_v2 = registry(env).get_model_version(env["MLOPS_MODEL_NAME"], "2").tags["image.id"]
+    model = _read(client, image_v1, "/opt/model/model.skops")
+    digest = hashlib.sha256(model).hexdigest()
+    metadata = json.loads(_read(client, image_v2, "/opt/model/metadata.json"))
+    metadata.update(version=3, sha256=digest)
+    files = {
+        "Dockerfile": (
+            f"FROM {image_v2}\nCOPY model.skops metadata.json /opt/model/\n"
+            f"ENV MLOPS_MODEL_SHA256={digest}\n"
+        ).encode(),
+        "model.skops": model,
+        "metadata.json": json.dumps(metadata).encode(),
+    }
     context = io.BytesIO()
-    dockerfile = (
-        f"FROM {v3}\nCOPY model.skops /opt/model/model.skops\nENV MLOPS_MODEL_SHA256={digest}\n"
-    ).encode()
     with tarfile.open(fileobj=context, mode="w") as tar:
-        for name, data in (("Dockerfile", dockerfile), ("model.skops", model)):
+        for name, data in files.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -277,7 +290,11 @@ async def _load(url: str, requests_total: int, clients: int) -> tuple[int, dict[
     return sum(scored.values()), scored
 
 
-def test_every_row_scored_under_load_is_logged_through_a_sigterm(env, docker_client):
+def test_on_the_team_server_no_row_scored_under_load_is_lost_and_promotion_works(
+    env, docker_client, team_server
+):
+    """Release against the PostgreSQL-backed server; 10,000 requests; SIGTERM; promote."""
+    env = {**env, "MLFLOW_TRACKING_URI": team_server}
     ok(make(env, "pipeline"))
     ok(make(env, "release"))
     name = f"{env['MLOPS_MODEL_NAME']}-qa"
@@ -308,11 +325,6 @@ def test_every_row_scored_under_load_is_logged_through_a_sigterm(env, docker_cli
     assert sorted(v for k, v in per_request.items() if k not in scored) == [5]
     assert len(logged) == total + 5
 
-
-def test_release_and_promotion_against_the_postgresql_team_server(env, team_server):
-    env = {**env, "MLFLOW_TRACKING_URI": team_server}
-    ok(make(env, "pipeline"))
-    ok(make(env, "release"))
     ok(make(env, "promote"))
     client = MlflowClient(tracking_uri=team_server, registry_uri=team_server)
     for alias_name in ("champion", "qa", "production"):

@@ -1,5 +1,8 @@
 """Team mode: the pipeline against `mlflow server` on a real PostgreSQL backend.
 
+The server proxies artifacts (``mlflow-artifacts:``); the pipeline only sees
+MLFLOW_TRACKING_URI.
+
 Includes the race the registry lock exists for: pipelines started at the same
 time must neither register the same candidate twice nor leave `champion` on
 the worse model.
@@ -12,6 +15,7 @@ import os
 import subprocess
 import uuid
 
+import pytest
 from mlflow import MlflowClient
 
 from tests.conftest import DATA, REPO, write_config
@@ -44,13 +48,23 @@ def finish(tmp_path, processes) -> list[dict]:
 def test_the_pipeline_registers_and_gates_on_a_postgresql_backed_server(
     cli, monkeypatch, team_server
 ):
+    model = f"team-{uuid.uuid4().hex[:6]}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", team_server)
-    monkeypatch.setenv("MLOPS_MODEL_NAME", f"team-{uuid.uuid4().hex[:6]}")
+    monkeypatch.setenv("MLOPS_MODEL_NAME", model)
     result, summary = cli.run()
     assert result.exit_code == 0 and summary["registered"] and summary["version"] == 1
+    assert team_server in result.stdout
+
+    client = MlflowClient(tracking_uri=team_server, registry_uri=team_server)
+    version = client.get_model_version_by_alias(model, "champion")
+    assert version.version == "1" and version.run_id == summary["run_id"]
+    run = client.get_run(summary["run_id"])
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # proxied by the server
+    assert not (cli.directory / ".mlflow").exists()  # nothing fell back to the embedded store
+
     result, summary = cli.run()
     assert result.exit_code == 0 and not summary["registered"]
-    assert summary["champion"] is not None
+    assert summary["champion"] == pytest.approx(summary["candidate"])  # champion loaded back
     assert "champion" in cli("status").stdout
 
 
