@@ -61,19 +61,18 @@ def local_registry(tmp_path_factory, docker_client):
     registries over plain HTTP.
     """
     import shutil
-    import socket
     import subprocess
     import time
 
     import requests
 
+    from tests.servers import free_port
+
     binary = shutil.which("docker-registry")
     if binary is None:
         _unavailable("docker-registry is not installed (Debian package docker-registry)")
     root = tmp_path_factory.mktemp("registry")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     config = root / "config.yml"
     config.write_text(
         "version: 0.1\n"

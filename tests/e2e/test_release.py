@@ -11,7 +11,6 @@ import asyncio
 import io
 import json
 import os
-import socket
 import subprocess
 import tarfile
 import time
@@ -23,14 +22,9 @@ from mlflow import MlflowClient
 
 from ml_service.bundle import sha256_file
 from tests.conftest import REPO, write_config
+from tests.servers import free_port
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

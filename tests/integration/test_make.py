@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
+from tests.servers import free_port
 
 MAKEFILE = (REPO / "Makefile").read_text()
 TARGETS = re.findall(r"^([a-z][a-z-]*):.*## (.+)$", MAKEFILE, flags=re.M)
@@ -153,15 +154,12 @@ def _registered(isolated: dict[str, str]) -> None:
 
 
 def test_serve_runs_the_champion_locally_without_docker(isolated, tmp_path):
-    import socket
     import time
 
     import requests
 
     _registered(isolated)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = {**os.environ, **isolated, "MLOPS_SERVE_PORT": str(port),
            "MLOPS_BUNDLE_DIR": str(tmp_path / "bundle")}
     server = subprocess.Popen(["make", "-C", str(REPO), "serve"], env=env,
