@@ -44,8 +44,35 @@ lint: install ## flake8; actionlint, zizmor and JSON schemas on .github; hadolin
 	$(BIN)/hadolint environments/scoring/Dockerfile infra/mlflow/Dockerfile
 
 .PHONY: test
-test: lint ## Run lint, then every test (unit, data, integration)
+test: lint pytest ## Run lint, then every test (unit, data, integration, e2e)
+
+.PHONY: pytest
+pytest: install ## Run every test without lint (CI's test job; lint has its own job)
 	$(BIN)/pytest
+
+# Test tools that are not Python packages. Tests that need one skip with the
+# reason when it is missing, unless REQUIRE_<ENGINE>=1 (as in CI).
+TOOLS_DIR ?= .cache/tools
+AZURITE_VERSION := 3.37.0
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+APT_TEST_DEPS := postgresql docker-registry openssh-server
+
+.PHONY: test-deps
+test-deps: ## Install the engines the tests start: PostgreSQL, docker-registry, sshd (apt), Azurite (npm)
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v docker-registry >/dev/null 2>&1 || missing="$$missing docker-registry"; \
+	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing"; \
+		$(SUDO) apt-get update -qq; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $$missing >/dev/null; \
+	fi
+	@if [ ! -x $(TOOLS_DIR)/node_modules/.bin/azurite-blob ]; then \
+		echo "installing azurite@$(AZURITE_VERSION) into $(TOOLS_DIR)"; \
+		npm install --silent --no-audit --no-fund --prefix $(TOOLS_DIR) azurite@$(AZURITE_VERSION); \
+	fi
 
 .PHONY: data-test
 data-test: install ## Run the Great Expectations suite tests on good and bad data
@@ -93,6 +120,10 @@ release: install ## Build if needed, run as QA container, smoke-test, set alias 
 push: install ## Push the QA image (or VERSION=n) to MLOPS_IMAGE_REGISTRY, e.g. ghcr.io/owner
 	$(BIN)/mlops push $(version_arg)
 
+.PHONY: remote-engine
+remote-engine: install ## For an ssh:// DOCKER_HOST, install DOCKER_SSH_KEY and DOCKER_SSH_KNOWN_HOSTS
+	$(BIN)/mlops remote-engine
+
 .PHONY: promote
 promote: install ## Run the image that passed QA in production (rolls back on failure)
 	$(BIN)/mlops promote $(version_arg)
@@ -117,12 +148,17 @@ summary: install ## Render reports/pipeline.json as Markdown (SUMMARY_OUT) and s
 store-restore: install ## Restore the embedded registry from the last mlflow-store artifact (Actions)
 	$(BIN)/mlops store-restore
 
+# Every workflow with a schedule; GitHub disables them after 60 idle days.
+SCHEDULED_WORKFLOWS := $(sort $(notdir $(shell grep -l '^  schedule:' .github/workflows/*.yml)))
+
 .PHONY: keepalive
-keepalive: ## Re-enable the retrain workflow so its schedule survives 60 idle days (Actions)
-	gh workflow enable retrain.yml --repo "$${GITHUB_REPOSITORY:?set GITHUB_REPOSITORY}"
+keepalive: ## Re-enable the scheduled workflows so their schedules survive 60 idle days (Actions)
+	@for workflow in $(SCHEDULED_WORKFLOWS); do \
+		gh workflow enable "$$workflow" --repo "$${GITHUB_REPOSITORY:?set GITHUB_REPOSITORY}"; \
+	done
 
 .PHONY: drift
-drift: install ## Compare the scoring log (MLOPS_SCORING_LOG_DIR) with the training data; exit 4 on drift
+drift: install ## Compare the scoring log (MLOPS_SCORING_LOG_URI or _DIR) with the training data; exit 4 on drift
 	$(BIN)/mlops drift $(if $(SUMMARY_OUT),--markdown "$(SUMMARY_OUT)") \
 		$(if $(OUTPUTS_OUT),--outputs "$(OUTPUTS_OUT)") $(ARGS)
 

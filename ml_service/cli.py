@@ -455,6 +455,30 @@ def push(version: VersionOption = None) -> None:
     _guard(body)
 
 
+@app.command("remote-engine")
+def remote_engine() -> None:
+    """Install the SSH key and known host of an ssh:// DOCKER_HOST, then check the engine.
+
+    Reads DOCKER_SSH_KEY and DOCKER_SSH_KNOWN_HOSTS (secrets in Actions). Does
+    nothing when DOCKER_HOST is unset or not ssh://.
+    """
+
+    def body():
+        from ml_service.release import docker_client
+        from ml_service.remote_engine import install_identity, ssh_target
+
+        settings = _settings()
+        key = settings.docker_ssh_key.get_secret_value() if settings.docker_ssh_key else None
+        out.print(install_identity(settings.docker_host, key, settings.docker_ssh_known_hosts,
+                                   Path.home() / ".ssh"), markup=False)
+        if ssh_target(settings.docker_host) is not None:
+            version = docker_client().version().get("Version", "?")
+            out.print(f"Docker engine {version} answers at {settings.docker_host}; its "
+                      f"containers are smoke-tested at {settings.engine_host}", markup=False)
+
+    _guard(body)
+
+
 @app.command()
 def promote(version: VersionOption = None) -> None:
     """Run the image that passed QA in production; roll back if its smoke test fails."""

@@ -66,12 +66,25 @@ def step_outputs(result: dict) -> str:
     )
 
 
+# Only these runs write the registry: a pull request (a fork's included) or a
+# feature branch can upload an artifact of the same name, and restoring it
+# would load its model in a job that holds production secrets.
+TRUSTED_WORKFLOWS = ("retrain.yml", "release.yml")
+TRUSTED_EVENTS = ("push", "schedule", "workflow_dispatch")
+
+
 def restore_store(store_dir: Path, api_url: str, repository: str, token: str,
                   name: str = STORE_ARTIFACT) -> str:
-    """Download the newest unexpired artifact ``name`` into ``store_dir``.
+    """Download the newest trusted, unexpired artifact ``name`` into ``store_dir``.
+
+    Trusted means uploaded by a run of retrain.yml or release.yml of this
+    repository, on its default branch, started by a push, the schedule or a
+    manual dispatch: never a pull request's run, a fork's, or a branch's.
+    Other artifacts of that name are ignored and named in the answer.
 
     Returns:
-        A sentence saying what was restored, or that there was nothing to restore.
+        A sentence saying what was restored (and what was ignored), or that
+        there was nothing to restore.
 
     Raises:
         MlopsError: If the API refuses or the artifact is not a store.
@@ -79,34 +92,74 @@ def restore_store(store_dir: Path, api_url: str, repository: str, token: str,
     import requests
 
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json"}
-    listing = requests.get(
-        f"{api_url}/repos/{repository}/actions/artifacts",
-        params={"name": name, "per_page": 100}, headers=headers, timeout=30,
-    )
-    if listing.status_code != 200:
-        raise MlopsError(
-            f"cannot list artifacts of {repository}: HTTP {listing.status_code} "
-            "(the job needs `actions: read`)"
-        )
-    artifacts = [a for a in listing.json().get("artifacts", []) if not a.get("expired")]
-    if not artifacts:
-        return f"no earlier '{name}' artifact: starting with an empty registry"
-    newest = max(artifacts, key=lambda a: a["created_at"])
-    archive = requests.get(newest["archive_download_url"], headers=headers, timeout=300)
+
+    def get(path: str, **params):
+        response = requests.get(f"{api_url}{path}", params=params, headers=headers, timeout=30)
+        if response.status_code != 200:
+            raise MlopsError(
+                f"cannot read {path} of the GitHub API: HTTP {response.status_code} "
+                "(the job needs `actions: read`)"
+            )
+        return response.json()
+
+    repo = get(f"/repos/{repository}")
+    listing = get(f"/repos/{repository}/actions/artifacts", name=name, per_page=100)
+    artifacts = [a for a in listing.get("artifacts", []) if not a.get("expired")]
+    ignored: list[str] = []
+    for artifact in sorted(artifacts, key=lambda a: a["created_at"], reverse=True):
+        why = _untrusted(artifact, repo, get)
+        if why:
+            ignored.append(f"artifact {artifact['id']} ({why})")
+            logger.warning("ignoring artifact %s: %s", artifact["id"], why)
+            continue
+        _extract(artifact, store_dir, headers)
+        run = artifact.get("workflow_run", {}).get("id", "?")
+        restored = (f"restored the registry from artifact {artifact['id']} of run {run} "
+                    f"({artifact['created_at']})")
+        return restored + (f"; ignored untrusted {', '.join(ignored)}" if ignored else "")
+    if ignored:
+        return (f"no trusted '{name}' artifact (ignored {', '.join(ignored)}): "
+                "starting with an empty registry")
+    return f"no earlier '{name}' artifact: starting with an empty registry"
+
+
+def _untrusted(artifact: dict, repo: dict, get) -> str | None:
+    """Why ``artifact`` may not be restored, or None if its run is trusted."""
+    summary = artifact.get("workflow_run") or {}
+    branch = repo.get("default_branch")
+    if repo["id"] not in (summary.get("repository_id"), None) or (
+            summary.get("head_repository_id") != repo["id"]):
+        return "uploaded by a run of another repository"
+    if summary.get("head_branch") != branch:
+        return f"uploaded on branch {summary.get('head_branch')!r}, not {branch!r}"
+    run = get(f"/repos/{repo['full_name']}/actions/runs/{summary['id']}")
+    if run.get("event") not in TRUSTED_EVENTS:
+        return f"uploaded by a {run.get('event')!r} run"
+    if (run.get("head_repository") or {}).get("full_name") != repo["full_name"]:
+        return "its run's code came from another repository"
+    if run.get("head_branch") != branch:
+        return f"its run was on branch {run.get('head_branch')!r}"
+    # `path` is ".github/workflows/x.yml", sometimes with "owner/repo/" before
+    # it and "@ref" after it.
+    workflow = (run.get("path") or "").split("@")[0].rsplit("/", 1)[-1]
+    if workflow not in TRUSTED_WORKFLOWS:
+        return f"uploaded by workflow {workflow or '?'}, not {' or '.join(TRUSTED_WORKFLOWS)}"
+    return None
+
+
+def _extract(artifact: dict, store_dir: Path, headers: dict) -> None:
+    import requests
+
+    archive = requests.get(artifact["archive_download_url"], headers=headers, timeout=300)
     if archive.status_code != 200:
-        raise MlopsError(f"cannot download artifact {newest['id']}: HTTP {archive.status_code}")
+        raise MlopsError(f"cannot download artifact {artifact['id']}: HTTP {archive.status_code}")
     with zipfile.ZipFile(io.BytesIO(archive.content)) as bundle:
         if "mlflow.db" not in bundle.namelist():
-            raise MlopsError(f"artifact {newest['id']} has no mlflow.db: not an MLflow store")
+            raise MlopsError(f"artifact {artifact['id']} has no mlflow.db: not an MLflow store")
         if store_dir.exists():
             shutil.rmtree(store_dir)
         store_dir.mkdir(parents=True)
         bundle.extractall(store_dir)
-    run = newest.get("workflow_run", {}).get("id", "?")
-    return (
-        f"restored the registry from artifact {newest['id']} of run {run} "
-        f"({newest['created_at']})"
-    )
 
 
 def github_env() -> tuple[str, str, str]:

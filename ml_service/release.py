@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import shutil
 import subprocess
@@ -28,7 +29,7 @@ import numpy as np
 
 from diabetes_regression.schema import CONTRACT
 from ml_service.bundle import export_bundle
-from ml_service.errors import MlopsError
+from ml_service.errors import MlopsError, UsageError
 from ml_service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -123,23 +124,47 @@ def _run(command: list[str], what: str) -> None:
         raise MlopsError(f"could not {what}: " + " | ".join(tail))
 
 
+def ensure_base_image(client, reference: str) -> str:
+    """Make sure the engine has the base image ``reference``, pulling it if not.
+
+    Hosted CI runners start with no images, so a missing base is pulled (by
+    the digest in the reference, when it has one). The build itself then runs
+    with no network.
+
+    Returns:
+        The base image's ID.
+
+    Raises:
+        MlopsError: If it is missing and cannot be pulled, with both ways out.
+    """
+    from docker.errors import DockerException, ImageNotFound
+
+    try:
+        return client.images.get(reference).id
+    except ImageNotFound:
+        pass
+    logger.info("base image %s is not on the engine: pulling it", reference)
+    try:
+        return client.images.pull(reference).id
+    except DockerException as exc:
+        reason = getattr(exc, "explanation", None) or str(exc)
+        raise MlopsError(
+            f"base image {reference} is not on this Docker engine and could not be pulled "
+            f"({reason}); on a host without registry access build one with "
+            "infra/base-image/build.sh and set MLOPS_BASE_IMAGE to it"
+        ) from None
+
+
 def build_image(settings: Settings, registry, version: int, client=None) -> tuple[str, str]:
     """Build the scoring image for ``version`` with no network during the build.
 
     Returns:
         (image ID, tag). Both are also recorded as tags on the model version.
     """
-    from docker.errors import BuildError, ImageNotFound
+    from docker.errors import BuildError
 
     client = client or docker_client()
-    try:
-        client.images.get(settings.base_image)
-    except ImageNotFound:
-        raise MlopsError(
-            f"base image {settings.base_image} is not on this Docker engine: "
-            f"`docker pull {settings.base_image}`, or build one without a registry with "
-            "infra/base-image/build.sh and set MLOPS_BASE_IMAGE"
-        ) from None
+    ensure_base_image(client, settings.base_image)
     requirements, wheels = gather_wheels(settings)
     context = settings.build_dir.resolve() / "context"
     if context.exists():
@@ -262,7 +287,8 @@ def _start(client, settings: Settings, stage: str, image_id: str, version: int, 
         image_id,
         name=name,
         detach=True,
-        ports={"8080/tcp": ("127.0.0.1", _port(settings, stage))},
+        ports={"8080/tcp": (settings.bind_address, _port(settings, stage))},
+        environment=container_environment(settings),
         labels={STAGE_LABEL: stage, VERSION_LABEL: str(version)},
         restart_policy={"Name": "unless-stopped"},
         read_only=True,
@@ -271,6 +297,25 @@ def _start(client, settings: Settings, stage: str, image_id: str, version: int, 
         volumes={f"{container_name(settings, stage)}-scoring-log": {
             "bind": "/var/log/scoring", "mode": "rw"}},
     )
+
+
+def container_environment(settings: Settings) -> dict[str, str]:
+    """What a stage container needs beyond the image: where to ship its scoring log.
+
+    The storage credentials are passed by name from this process's
+    environment (the workflow maps them from secrets), never baked in.
+    """
+    if not settings.scoring_log_uri:
+        return {}
+    environment = {"MLOPS_SCORING_LOG_URI": settings.scoring_log_uri}
+    for name in settings.scoring_log_credentials:
+        if os.environ.get(name):
+            environment[name] = os.environ[name]
+    return environment
+
+
+def _url(settings: Settings, port: int | str) -> str:
+    return f"http://{settings.engine_host}:{port}"
 
 
 def _get(client, name: str):
@@ -323,8 +368,6 @@ def push_image(settings: Settings, registry, version: int, client=None) -> str:
         on the model version as tag ``image.ref`` so another machine can pull
         exactly this image.
     """
-    from ml_service.errors import UsageError
-
     if not settings.image_registry:
         raise UsageError("set MLOPS_IMAGE_REGISTRY to push, e.g. ghcr.io/<owner>")
     client = client or docker_client()
@@ -353,7 +396,7 @@ def deploy_qa(settings: Settings, registry, version: int, image_id: str, client=
     if old is not None:
         old.remove(force=True)
     _start(client, settings, "qa", image_id, version, name)
-    url = f"http://127.0.0.1:{settings.qa_port}"
+    url = _url(settings, settings.qa_port)
     rows = smoke_payload(settings)
     try:
         smoke_test(url, version, expected_predictions(registry, version, rows), rows,
@@ -362,6 +405,27 @@ def deploy_qa(settings: Settings, registry, version: int, image_id: str, client=
         raise ReleaseError(f"QA smoke test failed for version {version}: {exc}") from None
     registry.client.set_registered_model_alias(registry.name, "qa", str(version))
     return Deployment("qa", version, name, image_id, url)
+
+
+def check_lasting_target(settings: Settings) -> None:
+    """Refuse to deploy production where it cannot outlive the job.
+
+    A GitHub-hosted runner is discarded when its job ends, and its Docker
+    engine with it: a production container there would be gone minutes after
+    alias ``production`` said it serves.
+
+    Raises:
+        UsageError: On a GitHub-hosted runner without a remote DOCKER_HOST.
+    """
+    if settings.runner_environment == "github-hosted" and not settings.remote_engine:
+        raise UsageError(
+            "refusing to deploy production to this GitHub-hosted runner's own Docker engine: "
+            "the runner is discarded when the job ends, so nothing would keep serving while "
+            "alias 'production' said it did. Configure a lasting target: a Docker host (the "
+            "production environment's secrets DOCKER_HOST=ssh://user@host, DOCKER_SSH_KEY and "
+            "DOCKER_SSH_KNOWN_HOSTS), or a self-hosted runner on the serving host (repository "
+            "variable PRODUCTION_RUNNER=<its label>); see docs/github-setup.md, section 3"
+        )
 
 
 def promote(settings: Settings, registry, version: int | None = None, client=None) -> Deployment:
@@ -374,6 +438,7 @@ def promote(settings: Settings, registry, version: int | None = None, client=Non
         ReleaseError: If the smoke test fails. The previous production
             container is running again and the ``production`` alias is unchanged.
     """
+    check_lasting_target(settings)
     client = client or docker_client()
     version = version or registry.alias_version("qa")
     if version is None:
@@ -387,6 +452,7 @@ def promote(settings: Settings, registry, version: int | None = None, client=Non
 
 def rollback(settings: Settings, registry, client=None) -> Deployment:
     """Return production to the version promoted before the current one."""
+    check_lasting_target(settings)
     client = client or docker_client()
     history = _history(registry)
     current = registry.alias_version("production")
@@ -425,7 +491,8 @@ def _switch_production(settings, registry, client, version: int, image_id: str) 
 
     candidate = _start(client, settings, "candidate", image_id, version, f"{name}-candidate")
     try:
-        smoke_test(_published_url(candidate), version, expected, rows, settings.smoke_deadline)
+        smoke_test(_published_url(settings, candidate), version, expected, rows,
+                   settings.smoke_deadline)
     except ReleaseError as exc:
         raise ReleaseError(
             f"production smoke test failed for version {version}: {exc}; {serving}; "
@@ -441,7 +508,7 @@ def _switch_production(settings, registry, client, version: int, image_id: str) 
     if current is not None:
         current.stop(timeout=10)
         current.rename(standby)
-    url = f"http://127.0.0.1:{settings.production_port}"
+    url = _url(settings, settings.production_port)
     try:
         _start(client, settings, "production", image_id, version, name)
         smoke_test(url, version, expected, rows, settings.smoke_deadline)
@@ -463,10 +530,10 @@ def _switch_production(settings, registry, client, version: int, image_id: str) 
     return Deployment("production", version, name, image_id, url)
 
 
-def _published_url(container) -> str:
+def _published_url(settings: Settings, container) -> str:
     container.reload()
     binding = container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]
-    return f"http://127.0.0.1:{binding['HostPort']}"
+    return _url(settings, binding["HostPort"])
 
 
 def deployments(settings: Settings, client) -> list[dict]:

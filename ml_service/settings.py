@@ -8,13 +8,20 @@ laptop, CI and production.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import diabetes_regression
 
 DEFAULT_CONFIG = Path(diabetes_regression.__file__).with_name("config.yaml")
+# The official image's multi-platform index for python:3.11-slim, pinned so a
+# rebuild gets the same base; update tag and digest together (MLOPS_BASE_IMAGE
+# overrides it, e.g. with the air-gapped image of infra/base-image/build.sh).
+BASE_IMAGE = (
+    "python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7"
+)
 
 
 class Settings(BaseSettings):
@@ -69,13 +76,31 @@ class Settings(BaseSettings):
     scoring_log_max_pending: int = Field(
         default=2000, ge=1, description="Requests queued for the log before 503 back-pressure."
     )
+    scoring_log_uri: str | None = Field(
+        default=None,
+        description="Object storage (fsspec URI, e.g. az://container/prefix) that the service "
+        "ships closed log files to, and that drift and collect read; unset = local files only.",
+    )
+    scoring_log_credentials: list[str] = Field(
+        default=["AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_NAME",
+                 "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_TOKEN"],
+        description="Environment variables handed to the stage containers with "
+        "MLOPS_SCORING_LOG_URI, so they can write to the storage.",
+    )
+    scoring_log_rotate_seconds: float = Field(
+        default=3600.0, gt=0,
+        description="Close (and ship) a log file at least this often, even under light traffic.",
+    )
 
     # Image and release
     image_name: str = Field(default="diabetes-ridge-scoring", description="Scoring image name.")
     image_registry: str | None = Field(
         default=None, description="Registry path images are pushed to, e.g. ghcr.io/owner."
     )
-    base_image: str = Field(default="python:3.11-slim", description="Scoring image base.")
+    base_image: str = Field(
+        default=BASE_IMAGE,
+        description="Scoring image base, pinned by digest; pulled when the engine lacks it.",
+    )
     image_python: str = Field(default="3.11", description="Python version of the base image.")
     build_dir: Path = Field(default=Path("build"), description="Image contexts and wheels.")
     qa_port: int = Field(default=8081, ge=1, le=65535, description="Host port of QA.")
@@ -84,12 +109,65 @@ class Settings(BaseSettings):
         default=90.0, gt=0, description="Seconds a new container has to become healthy."
     )
 
+    # Where the containers run. The Docker SDK reads DOCKER_HOST itself; it is
+    # read here too, to know whether the engine is this machine or a lasting host.
+    docker_host: str | None = Field(
+        default=None, validation_alias=AliasChoices("DOCKER_HOST"),
+        description="Docker engine (unix:// local, ssh://user@host or tcp://host:port remote).",
+    )
+    engine_address: str | None = Field(
+        default=None,
+        description="Address the containers' ports are reached at for smoke tests; "
+        "default: the DOCKER_HOST's host, or 127.0.0.1 for a local engine.",
+    )
+    publish_address: str | None = Field(
+        default=None,
+        description="Host address the containers publish their port on; default 127.0.0.1 "
+        "on a local engine, 0.0.0.0 on a remote one (so its smoke test can reach it).",
+    )
+    docker_ssh_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("DOCKER_SSH_KEY"),
+        description="Private key for an ssh:// DOCKER_HOST (installed by `mlops remote-engine`).",
+    )
+    docker_ssh_known_hosts: str | None = Field(
+        default=None, validation_alias=AliasChoices("DOCKER_SSH_KNOWN_HOSTS"),
+        description="known_hosts line(s) of the ssh:// DOCKER_HOST's host.",
+    )
+    runner_environment: str | None = Field(
+        default=None, validation_alias=AliasChoices("RUNNER_ENVIRONMENT"),
+        description="Set by GitHub Actions: github-hosted or self-hosted.",
+    )
+
     @field_validator("tracking_uri", "scoring_log_dir", "model_sha256", "image_registry",
+                     "scoring_log_uri", "docker_host", "engine_address", "publish_address",
+                     "runner_environment", "docker_ssh_key", "docker_ssh_known_hosts",
                      mode="before")
     @classmethod
     def _empty_is_unset(cls, value):
         # Workflows pass unset secrets and variables as empty strings.
         return None if value == "" else value
+
+    @property
+    def remote_engine(self) -> bool:
+        """True when DOCKER_HOST names an engine on another host (ssh:// or tcp://)."""
+        return bool(self.docker_host) and urlsplit(self.docker_host).scheme in (
+            "ssh", "tcp", "http", "https")
+
+    @property
+    def engine_host(self) -> str:
+        """The address a stage's published port is reached at."""
+        if self.engine_address:
+            return self.engine_address
+        if self.remote_engine:
+            return urlsplit(self.docker_host).hostname or "127.0.0.1"
+        return "127.0.0.1"
+
+    @property
+    def bind_address(self) -> str:
+        """The host address containers publish their port on."""
+        if self.publish_address:
+            return self.publish_address
+        return "0.0.0.0" if self.remote_engine else "127.0.0.1"
 
     @property
     def embedded(self) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import subprocess
 import threading
 import zipfile
@@ -64,26 +63,42 @@ def test_summary_without_a_pipeline_result_is_a_clear_error(isolated):
     assert "pipeline.json not found: run `make pipeline` first" in result.stderr
 
 
-class FakeGitHub:
-    """Serves /repos/<repo>/actions/artifacts and artifact zips from memory."""
+REPO_ID = 42
+TRUSTED_RUN = {"event": "schedule", "path": ".github/workflows/retrain.yml",
+               "head_branch": "main", "head_repository": {"full_name": "owner/repo"}}
 
-    def __init__(self, specs: list[tuple[int, str, bool]], blobs: dict[int, bytes],
-                 status: int = 200):
-        """``specs``: (artifact id, created_at, expired) of each listed artifact."""
+
+class FakeGitHub:
+    """Serves the repository, its artifacts, their runs and artifact zips from memory."""
+
+    def __init__(self, artifacts: list[dict], blobs: dict[int, bytes], status: int = 200):
+        """``artifacts``: dicts with id, created_at, expired, and optionally ``run``
+        (fields of the workflow run that uploaded it, merged over TRUSTED_RUN) and
+        ``summary`` (fields of the artifact's own workflow_run summary)."""
         self.requests: list[tuple[str, str]] = []
         fake = self
-        artifacts: list[dict] = []
+        listed: list[dict] = []
+        runs: dict[int, dict] = {}
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 - http.server's naming
                 fake.requests.append((self.path, self.headers.get("Authorization", "")))
+                path = self.path.split("?")[0]
                 if status != 200:
                     return self._send(status, b'{"message": "Resource not accessible"}')
-                if self.path.startswith("/repos/owner/repo/actions/artifacts?"):
-                    return self._send(200, json.dumps({"artifacts": artifacts}).encode())
-                if self.path.startswith("/zip/"):
-                    return self._send(200, blobs[int(self.path.rsplit("/", 1)[1])])
+                if path == "/repos/owner/repo":
+                    return self._json({"id": REPO_ID, "full_name": "owner/repo",
+                                       "default_branch": "main"})
+                if path == "/repos/owner/repo/actions/artifacts":
+                    return self._json({"artifacts": listed})
+                if path.startswith("/repos/owner/repo/actions/runs/"):
+                    return self._json(runs[int(path.rsplit("/", 1)[1])])
+                if path.startswith("/zip/"):
+                    return self._send(200, blobs[int(path.rsplit("/", 1)[1])])
                 return self._send(404, b"{}")
+
+            def _json(self, payload):
+                self._send(200, json.dumps(payload).encode())
 
             def _send(self, code, body):
                 self.send_response(code)
@@ -96,13 +111,22 @@ class FakeGitHub:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        artifacts += [
-            {"id": ident, "created_at": created, "expired": expired,
-             "archive_download_url": f"{self.url}/zip/{ident}",
-             "workflow_run": {"id": 1000 + ident}}
-            for ident, created, expired in specs
-        ]
+        for spec in artifacts:
+            run_id = 1000 + spec["id"]
+            runs[run_id] = {"id": run_id, **TRUSTED_RUN, **spec.get("run", {})}
+            listed.append({
+                "id": spec["id"], "name": "mlflow-store", "created_at": spec["created_at"],
+                "expired": spec.get("expired", False),
+                "archive_download_url": f"{self.url}/zip/{spec['id']}",
+                "workflow_run": {"id": run_id, "repository_id": REPO_ID,
+                                 "head_repository_id": REPO_ID,
+                                 "head_branch": runs[run_id]["head_branch"],
+                                 **spec.get("summary", {})},
+            })
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def downloaded(self) -> set[int]:
+        return {int(p.rsplit("/", 1)[1]) for p, _ in self.requests if p.startswith("/zip/")}
 
 
 def zipped(directory: Path) -> bytes:
@@ -119,14 +143,25 @@ def github_env(isolated: dict, fake: FakeGitHub) -> dict:
             "GITHUB_TOKEN": "t0ken"}
 
 
-def test_store_restore_brings_back_the_newest_registry(isolated, tmp_path):
-    assert make("pipeline", env=isolated).returncode == 0
-    blob = zipped(Path(isolated["MLOPS_STORE_DIR"]))
-    shutil.rmtree(isolated["MLOPS_STORE_DIR"])
+@pytest.fixture(scope="module")
+def store_blob(tmp_path_factory) -> bytes:
+    """A zipped embedded store holding a champion, as the retrain job uploads it."""
+    root = tmp_path_factory.mktemp("store")
+    env = {"MLFLOW_TRACKING_URI": "", "MLOPS_STORE_DIR": str(root / ".mlflow"),
+           "MLOPS_CACHE_DIR": str(root / "cache"), "MLOPS_REPORTS_DIR": str(root / "reports")}
+    assert make("pipeline", env=env).returncode == 0
+    return zipped(root / ".mlflow")
+
+
+def test_store_restore_brings_back_the_newest_registry(isolated, store_blob):
+    blob = store_blob
     # The newest unexpired artifact wins; an expired newer one is skipped.
     fake = FakeGitHub(
-        [(3, "2026-01-01T00:00:00Z", False), (7, "2026-02-01T00:00:00Z", False),
-         (9, "2026-03-01T00:00:00Z", True)],
+        [{"id": 3, "created_at": "2026-01-01T00:00:00Z"},
+         {"id": 7, "created_at": "2026-02-01T00:00:00Z",
+          "run": {"event": "workflow_dispatch", "path": "owner/repo/.github/workflows/"
+                                                        "release.yml@refs/heads/main"}},
+         {"id": 9, "created_at": "2026-03-01T00:00:00Z", "expired": True}],
         {7: blob, 3: b"older"},
     )
 
@@ -136,6 +171,51 @@ def test_store_restore_brings_back_the_newest_registry(isolated, tmp_path):
     assert all(auth == "Bearer t0ken" for _, auth in fake.requests)
     status = make("status", env=isolated)
     assert "champion" in status.stdout
+    fake.server.shutdown()
+
+
+POISONED = [
+    # a pull request's run (a fork's or the repository's own) uploading the name
+    {"run": {"event": "pull_request"}},
+    {"run": {"event": "pull_request_target"}},
+    # a fork's code: the artifact summary already says whose head it ran
+    {"summary": {"head_repository_id": 666}},
+    {"run": {"head_repository": {"full_name": "mallory/repo"}}},
+    # a dispatch or push on a feature branch
+    {"run": {"event": "workflow_dispatch", "head_branch": "feature"}},
+    {"summary": {"head_branch": "feature"}},
+    # the default branch, but a workflow that never writes the registry
+    {"run": {"event": "push", "path": ".github/workflows/build.yml"}},
+]
+
+
+@pytest.mark.parametrize("poison", POISONED, ids=lambda p: json.dumps(p)[:60])
+def test_store_restore_ignores_an_artifact_from_an_untrusted_run(isolated, store_blob, poison):
+    """A newer mlflow-store uploaded by a PR, a fork, a branch or another workflow is
+    never restored: the older artifact of the trusted retrain run is."""
+    trusted = store_blob
+    fake = FakeGitHub(
+        [{"id": 3, "created_at": "2026-01-01T00:00:00Z"},
+         {"id": 8, "created_at": "2026-02-01T00:00:00Z", **poison}],
+        {3: trusted, 8: b"poisoned: never downloaded"},
+    )
+    result = make("store-restore", env=github_env(isolated, fake))
+    assert result.returncode == 0, result.stderr
+    assert "restored the registry from artifact 3 of run 1003" in result.stdout
+    assert "ignored untrusted artifact 8" in result.stdout
+    assert fake.downloaded() == {3}
+    fake.server.shutdown()
+
+
+def test_store_restore_with_only_untrusted_artifacts_starts_empty(isolated):
+    fake = FakeGitHub([{"id": 8, "created_at": "2026-02-01T00:00:00Z",
+                        "run": {"event": "pull_request"}}], {8: b"poisoned"})
+    result = make("store-restore", env=github_env(isolated, fake))
+    assert result.returncode == 0, result.stderr
+    assert "no trusted 'mlflow-store' artifact" in result.stdout
+    assert "'pull_request' run" in result.stdout
+    assert fake.downloaded() == set()
+    assert not Path(isolated["MLOPS_STORE_DIR"]).exists()
     fake.server.shutdown()
 
 
@@ -171,11 +251,12 @@ def fake_gh(tmp_path: Path) -> tuple[dict[str, str], Path]:
     return {"PATH": f"{bin_dir}:{os.environ['PATH']}", "GITHUB_REPOSITORY": "owner/repo"}, calls
 
 
-def test_keepalive_re_enables_the_retrain_workflow(tmp_path):
+def test_keepalive_re_enables_every_scheduled_workflow(tmp_path):
     env, calls = fake_gh(tmp_path)
     result = make("keepalive", env=env)
     assert result.returncode == 0, result.stderr
-    assert calls.read_text() == "workflow enable retrain.yml --repo owner/repo\n"
+    assert calls.read_text() == ("workflow enable monitor.yml --repo owner/repo\n"
+                                 "workflow enable retrain.yml --repo owner/repo\n")
     result = make("keepalive", env={**env, "GITHUB_REPOSITORY": ""})
     assert result.returncode != 0 and "set GITHUB_REPOSITORY" in result.stderr
 

@@ -19,6 +19,10 @@ WORKFLOWS = REPO / ".github" / "workflows"
 ACTION = REPO / ".github" / "actions" / "setup" / "action.yml"
 MAKEFILE = (REPO / "Makefile").read_text()
 TARGETS = set(re.findall(r"^([a-z][a-z-]*):", MAKEFILE, flags=re.M))
+PREREQUISITES = {
+    name: set(re.findall(r"[a-z][a-z-]*", deps.split("##")[0]))
+    for name, deps in re.findall(r"^([a-z][a-z-]*):(?!=)(.*)$", MAKEFILE, flags=re.M)
+}
 PINNED = re.compile(r"^\s*(?:-\s*)?uses:\s*([\w.-]+/[\w./-]+)@([0-9a-f]{40}) # v\d[\w.]*\s*$")
 
 
@@ -46,13 +50,24 @@ def run_steps():
             yield "action.yml", "setup", step["run"]
 
 
+def targets_of(text: str) -> set[str]:
+    """The make targets one `make ...` command line names."""
+    return {word for word in shlex.split(text)[1:] if "=" not in word}
+
+
 def called_targets() -> set[str]:
-    targets = set()
-    for _, _, text in run_steps():
-        for word in shlex.split(text)[1:]:
-            if "=" not in word:
-                targets.add(word)
-    return targets
+    return {target for _, _, text in run_steps() for target in targets_of(text)}
+
+
+def reached(targets: set[str]) -> set[str]:
+    """``targets`` and every target they depend on, transitively."""
+    seen, todo = set(), list(targets)
+    while todo:
+        target = todo.pop()
+        if target not in seen:
+            seen.add(target)
+            todo += PREREQUISITES.get(target, set()) & TARGETS
+    return seen
 
 
 def test_every_run_step_is_a_make_call_with_no_expressions():
@@ -78,7 +93,7 @@ def test_every_called_target_is_exercised_by_the_test_suite():
         for call in calls:
             exercised.update(re.findall(r"[\"']([a-z][a-z-]*)[\"']", call))
         exercised.update(re.findall(r"^\s*make ([a-z][a-z-]*)\s*$", text, flags=re.M))
-    unexercised = called_targets() - exercised
+    unexercised = called_targets() - reached(exercised)
     assert not unexercised, f"no test runs these workflow targets: {unexercised}"
 
 
@@ -100,7 +115,8 @@ def test_release_goes_through_qa_then_an_approved_production_environment():
     assert qa["environment"] == "qa"
     assert production["environment"] == "production"
     assert production["needs"] == "qa"
-    assert RELEASE["concurrency"] == {"group": "release", "cancel-in-progress": False}
+    for job in (qa, production):
+        assert job["concurrency"]["cancel-in-progress"] is False
     qa_runs = [s.get("run") for s in qa["steps"]]
     assert qa_runs.index("make release") < qa_runs.index("make push")
     assert "make promote" in [s.get("run") for s in production["steps"]]
@@ -130,6 +146,7 @@ EXPECTED_PERMISSIONS = {
     ("retrain.yml", "retrain"): {"contents": "read", "actions": "read"},
     ("retrain.yml", "release"): {"contents": "read", "actions": "read", "packages": "write"},
     ("retrain.yml", "keepalive"): {"actions": "write"},
+    ("monitor.yml", "keepalive"): {"actions": "write"},
     ("release.yml", "qa"): {"contents": "read", "actions": "read", "packages": "write"},
     ("release.yml", "production"): {"contents": "read", "actions": "read", "packages": "read"},
     ("monitor.yml", "drift"): {"contents": "read", "actions": "read"},
@@ -201,6 +218,9 @@ def test_monitor_reports_drift_and_starts_a_retrain_only_when_drift_was_found():
     drift = MONITOR["jobs"]["drift"]
     step = next(s for s in drift["steps"] if s.get("id") == "drift")
     assert step["run"].startswith("make drift") and "--no-fail" in step["run"]
+    # No scoring-log location configured is a notice, not a daily red run.
+    assert "--missing-ok" in step["run"]
+    assert drift["env"]["MLOPS_SCORING_LOG_URI"] == "${{ vars.SCORING_LOG_URI }}"
     assert 'OUTPUTS_OUT="$GITHUB_OUTPUT"' in step["run"]
     assert 'SUMMARY_OUT="$GITHUB_STEP_SUMMARY"' in step["run"]
     assert drift["outputs"] == {"drifted": "${{ steps.drift.outputs.drifted }}"}
@@ -210,3 +230,110 @@ def test_monitor_reports_drift_and_starts_a_retrain_only_when_drift_was_found():
     assert retrain["needs"] == "drift"
     assert retrain["if"] == "needs.drift.outputs.drifted == 'true'"
     assert [s.get("run") for s in retrain["steps"]][-1] == "make trigger-retrain"
+
+
+SECRET = re.compile(r"secrets\.([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def reusable_calls():
+    """(caller file, job name, job, called workflow) of every local reusable-workflow call."""
+    for name, workflow in ALL.items():
+        for job_name, job in workflow["jobs"].items():
+            uses = job.get("uses", "")
+            if uses.startswith("./.github/workflows/"):
+                yield name, job_name, job, load(uses.rsplit("/", 1)[1])
+
+
+def test_every_secret_a_called_workflow_reads_reaches_it():
+    """A called workflow's `secrets.X` is empty unless the caller passes X.
+
+    Environment secrets (DOCKER_HOST and the SSH key of `production`) reach a
+    called job only through `secrets: inherit`, so a callee with environment
+    jobs must be called that way; passing names one by one brings repository
+    secrets only.
+    """
+    calls = list(reusable_calls())
+    assert calls, "retrain.yml calls release.yml"
+    for name, job_name, job, called in calls:
+        text = yaml.safe_dump(called["jobs"])
+        read = set(SECRET.findall(text)) - {"GITHUB_TOKEN"}
+        declared = set(called["on"]["workflow_call"].get("secrets") or {})
+        assert read <= declared, f"undeclared secrets in the callee: {read - declared}"
+        passed = job.get("secrets")
+        uses_environments = any("environment" in j for j in called["jobs"].values())
+        if uses_environments:
+            assert passed == "inherit", f"{name}:{job_name} must use `secrets: inherit`"
+        elif passed != "inherit":
+            assert read <= set(passed or {}), f"{name}:{job_name} does not pass {read}"
+
+
+def test_an_approval_wait_never_holds_a_concurrency_group_other_runs_need():
+    """A group keeps one pending run: a run parked on an approval would cancel the rest.
+
+    release.yml waits for the production reviewers inside the caller's run, so
+    neither it nor its caller may hold a workflow-level group; the training
+    job alone is serialised, and each release stage has its own group.
+    """
+    assert "concurrency" not in RETRAIN and "concurrency" not in RELEASE
+    assert RETRAIN["jobs"]["retrain"]["concurrency"] == {
+        "group": "retrain", "cancel-in-progress": False}
+    groups = {job["concurrency"]["group"] for job in RELEASE["jobs"].values()}
+    assert "retrain" not in groups and len(groups) == len(RELEASE["jobs"])
+    for _, _, _, called in reusable_calls():
+        for job in called["jobs"].values():
+            if job.get("environment") == "production":
+                assert job["concurrency"]["group"] != RETRAIN["jobs"]["retrain"][
+                    "concurrency"]["group"]
+
+
+def test_every_scheduled_workflow_keeps_its_schedule_alive():
+    scheduled = {name for name, workflow in ALL.items() if "schedule" in workflow["on"]}
+    assert scheduled == {"retrain.yml", "monitor.yml"}
+    for name in scheduled:
+        jobs = ALL[name]["jobs"]
+        keepalive = [j for j in jobs.values()
+                     if any(s.get("run") == "make keepalive" for s in j.get("steps", []))]
+        assert len(keepalive) == 1, name
+        assert keepalive[0]["if"] == "github.event_name == 'schedule'"
+        assert keepalive[0]["permissions"] == {"actions": "write"}
+
+
+def test_lint_runs_in_one_build_job_only():
+    jobs_reaching_lint = [
+        job_name for job_name, job in BUILD["jobs"].items()
+        if "lint" in reached({t for s in job.get("steps", []) if "run" in s
+                              for t in targets_of(s["run"])})
+    ]
+    assert jobs_reaching_lint == ["quality"]
+
+
+def test_the_test_job_installs_every_engine_it_requires():
+    """REQUIRE_X=1 without the install fails on a fresh runner (it did for docker-registry).
+
+    The build's test job requires exactly what .ci/run requires, and installs
+    the test engines with the same make target before running the tests.
+    """
+    job = BUILD["jobs"]["test"]
+    runs = [s.get("run") for s in job["steps"] if "run" in s]
+    assert runs == ["make test-deps", "make pytest"]
+    required = {k for k, v in job["env"].items() if k.startswith("REQUIRE_") and v == "1"}
+    ci = (REPO / ".ci" / "run").read_text()
+    assert required == set(re.findall(r"export (REQUIRE_[A-Z]+)=1", ci))
+    in_tests = {m for p in (REPO / "tests").rglob("*.py")
+                for m in re.findall(r"\"(REQUIRE_[A-Z]+)\"", p.read_text())}
+    assert required == in_tests
+    assert "make test-deps" in ci
+
+
+def test_both_release_stages_can_reach_a_lasting_engine():
+    for job_name in ("qa", "production"):
+        job = RELEASE["jobs"][job_name]
+        env = job["env"]
+        for secret in ("DOCKER_HOST", "DOCKER_SSH_KEY", "DOCKER_SSH_KNOWN_HOSTS"):
+            assert env[secret] == "${{ secrets.%s }}" % secret, (job_name, secret)
+        runs = [s.get("run") for s in job["steps"]]
+        deploy = "make release" if job_name == "qa" else "make promote"
+        assert runs.index("make remote-engine") < runs.index(deploy)
+    # A self-hosted runner on the serving host is the other lasting target.
+    assert RELEASE["jobs"]["production"]["runs-on"] == (
+        "${{ vars.PRODUCTION_RUNNER || 'ubuntu-latest' }}")
