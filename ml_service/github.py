@@ -127,8 +127,7 @@ def _untrusted(artifact: dict, repo: dict, get) -> str | None:
     """Why ``artifact`` may not be restored, or None if its run is trusted."""
     summary = artifact.get("workflow_run") or {}
     branch = repo.get("default_branch")
-    if repo["id"] not in (summary.get("repository_id"), None) or (
-            summary.get("head_repository_id") != repo["id"]):
+    if {summary.get("repository_id"), summary.get("head_repository_id")} != {repo["id"]}:
         return "uploaded by a run of another repository"
     if summary.get("head_branch") != branch:
         return f"uploaded on branch {summary.get('head_branch')!r}, not {branch!r}"
