@@ -268,3 +268,13 @@ def test_trigger_retrain_starts_the_retrain_workflow(tmp_path):
     assert calls.read_text() == "workflow run retrain.yml --repo owner/repo\n"
     result = make("trigger-retrain", env={**env, "GITHUB_REPOSITORY": ""})
     assert result.returncode != 0 and "set GITHUB_REPOSITORY" in result.stderr
+
+
+def test_promote_and_rollback_refuse_a_github_hosted_runners_own_engine(isolated):
+    """Production on the job's VM would vanish with the job while the alias said it serves."""
+    env = {**isolated, "RUNNER_ENVIRONMENT": "github-hosted", "DOCKER_HOST": ""}
+    for target in ("promote", "rollback"):
+        result = make(target, env=env)
+        assert result.returncode == 2, result.stderr
+        assert "refusing to deploy production" in result.stderr
+        assert "PRODUCTION_RUNNER" in result.stderr and "DOCKER_HOST=ssh://" in result.stderr
