@@ -576,8 +576,9 @@ def store_restore() -> None:
 
 
 LogsOption = Annotated[
-    Optional[Path],
-    typer.Option("--logs", help="Scoring log directory [default: MLOPS_SCORING_LOG_DIR]."),
+    Optional[str],
+    typer.Option("--logs", help="Scoring log directory or fsspec URI (az://container/prefix) "
+                 "[default: MLOPS_SCORING_LOG_URI, else MLOPS_SCORING_LOG_DIR]."),
 ]
 
 
@@ -588,13 +589,27 @@ def _append(path: Path | None, text: str) -> None:
             handle.write(text)
 
 
-def _logs_dir(settings, logs: Path | None) -> Path:
-    directory = logs or settings.scoring_log_dir
-    if directory is None:
-        raise UsageError("no scoring logs given: pass --logs DIR or set MLOPS_SCORING_LOG_DIR")
-    if not Path(directory).is_dir():
-        raise UsageError(f"scoring log directory not found: {directory}")
-    return Path(directory)
+def _logs_location(settings, logs: str | None) -> str | None:
+    """Where to read the scoring log: --logs, the shipping URI, or the local directory."""
+    location = logs or settings.scoring_log_uri or settings.scoring_log_dir
+    return None if location is None else str(location)
+
+
+def _read_logs(location: str | None):
+    from ml_service.scoring_log import read_logs
+
+    if location is None:
+        raise UsageError("no scoring logs given: pass --logs DIR|URI, or set "
+                         "MLOPS_SCORING_LOG_URI (object storage) or MLOPS_SCORING_LOG_DIR")
+    try:
+        return read_logs(location)
+    except FileNotFoundError:
+        what = "directory" if "://" not in location else "bucket or container"
+        raise UsageError(f"scoring log {what} not found: {location}") from None
+    except Exception as exc:  # noqa: BLE001 - whatever the storage library raises
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise MlopsError(f"cannot read the scoring log at {location}: "
+                         f"{type(exc).__name__}: {first}") from None
 
 
 @app.command()
@@ -614,6 +629,10 @@ def drift(
     fail: Annotated[
         bool, typer.Option("--fail/--no-fail", help="Exit 4 when drift is found.")
     ] = True,
+    missing_ok: Annotated[
+        bool, typer.Option("--missing-ok", help="No scoring-log location configured is a "
+                           "notice, not an error (scheduled monitoring before logs exist).")
+    ] = False,
 ) -> None:
     """Compare logged requests and predictions with the training data (exit 4 on drift)."""
 
@@ -624,11 +643,19 @@ def drift(
         from ml_service import drift as dr
         from ml_service.config import load_config
         from ml_service.errors import DriftDetected
-        from ml_service.scoring_log import read_logs
+        from ml_service.github import notice
 
         settings = _settings()
         rules = load_config(config or settings.config_path).monitoring
-        logged = read_logs(_logs_dir(settings, logs))
+        location = _logs_location(settings, logs)
+        if location is None and missing_ok:
+            text = ("no scoring-log location is configured (MLOPS_SCORING_LOG_URI; in Actions "
+                    "the repository variable SCORING_LOG_URI): nothing to check for drift")
+            out.print(notice(text), markup=False, highlight=False)
+            _append(markdown, f"### Drift\n\n{text}\n")
+            _append(outputs, "drifted=false\n")
+            return
+        logged = _read_logs(location)
         if len(logged) < rules.min_rows:
             out.print(f"only {len(logged)} logged rows (< monitoring.min_rows = "
                       f"{rules.min_rows}): not enough to judge drift")
@@ -676,11 +703,10 @@ def collect(
 
         from diabetes_regression.schema import CONTRACT
         from ml_service.errors import DataValidationError
-        from ml_service.scoring_log import read_logs
         from ml_service.validation import validate_frame
 
         settings = _settings()
-        logged = read_logs(_logs_dir(settings, logs))
+        logged = _read_logs(_logs_location(settings, logs))
         try:
             truth = pd.read_csv(outcomes)
         except FileNotFoundError:

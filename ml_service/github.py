@@ -57,6 +57,13 @@ def summary_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def notice(text: str) -> str:
+    """``text`` as a GitHub Actions notice annotation inside Actions, else as it is."""
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        return f"::notice title=mlops::{text}"
+    return text
+
+
 def step_outputs(result: dict) -> str:
     """``key=value`` lines for ``$GITHUB_OUTPUT``: registered and version."""
     version = result.get("version")

@@ -10,7 +10,10 @@ a directory (a volume in the containers). One line per row:
 Nothing is dropped silently: when the queue is full the request is refused
 with 503 (back-pressure, the client retries) and counted; on shutdown (SIGTERM
 through uvicorn's lifespan) the queue is drained and the file closed.
-These files are what ``mlops drift`` and ``mlops collect`` read.
+A file is closed when it reaches its size limit or its age limit; with a
+``ship_to`` URI each closed file is uploaded to object storage
+(:mod:`ml_service.log_shipping`). These files are what ``mlops drift`` and
+``mlops collect`` read, from the volume or from the storage.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import os
 import queue
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -52,10 +56,14 @@ class ScoringLog:
         model_version: Recorded on every line.
         max_bytes: Start a new file once the current one is this large.
         max_pending: Most requests waiting to be written before back-pressure.
+        ship_to: fsspec URI closed files are uploaded to (None: keep them local).
+        max_age: Close a file this many seconds after it was opened, so light
+            traffic still reaches the storage.
     """
 
     def __init__(self, directory: Path, feature_names: list[str], model_name: str,
-                 model_version: int, max_bytes: int = 64 * 2**20, max_pending: int = 2000):
+                 model_version: int, max_bytes: int = 64 * 2**20, max_pending: int = 2000,
+                 ship_to: str | None = None, max_age: float = 3600.0):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.features = list(feature_names)
@@ -69,12 +77,21 @@ class ScoringLog:
             f'{fields}, "prediction": %r}}\n'
         )
         self.max_bytes = max_bytes
+        self.max_age = max_age
         self.pending: queue.Queue = queue.Queue(maxsize=max_pending)
         self.rows_written = 0
         self.files_written = 0
         self._file = None
+        self._path: Path | None = None
+        self._opened = 0.0
         self._size = 0
         self._prefix = f"scoring-{socket.gethostname()}-{os.getpid()}"
+        self.shipper = None
+        if ship_to:
+            from ml_service.log_shipping import Shipper
+
+            self.shipper = Shipper(ship_to, self.directory)
+            self.shipper.ship_leftovers()
         self._thread = threading.Thread(target=self._run, name="scoring-log", daemon=True)
         self._thread.start()
 
@@ -91,20 +108,30 @@ class ScoringLog:
         return self.pending.qsize()
 
     def close(self, timeout: float = 30.0) -> None:
-        """Write everything queued, then close the file."""
+        """Write everything queued, close the file, and ship what is closed."""
         self.pending.put(_STOP)
         self._thread.join(timeout)
         if self._thread.is_alive():
             logger.error("scoring log did not drain in %.0fs; %d requests unwritten",
                          timeout, self.depth())
+        if self.shipper is not None:
+            self.shipper.close(timeout)
 
     # -- writer thread -------------------------------------------------------
 
     def _run(self) -> None:
+        tick = min(self.max_age, 5.0)
         while True:
-            item = self.pending.get()
+            try:
+                item = self.pending.get(timeout=tick)
+            except queue.Empty:
+                if self._file is not None and time.monotonic() - self._opened >= self.max_age:
+                    self._close_file()
+                continue
             if item is _STOP:
                 break
+            if self._file is not None and time.monotonic() - self._opened >= self.max_age:
+                self._close_file()
             self._write(item)
             # Flush when the queue runs dry, not per request: cheap under load,
             # prompt when idle.
@@ -130,8 +157,9 @@ class ScoringLog:
     def _rotate(self) -> None:
         self._close_file()
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-        path = self.directory / f"{self._prefix}-{stamp}.jsonl"
-        self._file = open(path, "ab")
+        self._path = self.directory / f"{self._prefix}-{stamp}.jsonl"
+        self._file = open(self._path, "ab")
+        self._opened = time.monotonic()
         self._size = 0
         self.files_written += 1
 
@@ -141,6 +169,9 @@ class ScoringLog:
             os.fsync(self._file.fileno())
             self._file.close()
             self._file = None
+            if self.shipper is not None:
+                # This file, and any of ours an earlier upload left behind.
+                self.shipper.ship_leftovers(prefix=self._prefix)
 
 
 def now_iso() -> str:
@@ -148,16 +179,21 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def read_logs(directory: Path):
-    """All logged rows under ``directory`` as a DataFrame (pandas imported lazily).
+def read_logs(location: str | Path):
+    """All logged rows at ``location`` as a DataFrame (pandas imported lazily).
+
+    Args:
+        location: A local directory or an fsspec URI the service ships to.
 
     A partly written last line (a service still running) is skipped.
     """
     import pandas as pd
 
+    from ml_service.log_shipping import log_files
+
     records = []
-    for path in sorted(Path(directory).glob("scoring-*.jsonl")):
-        with open(path) as handle:
+    for fs, path in log_files(str(location)):
+        with fs.open(path, "rt") as handle:
             for line in handle:
                 try:
                     records.append(json.loads(line))

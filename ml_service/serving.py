@@ -117,6 +117,12 @@ class _Metrics:
             "scoring_log_refused", "Requests refused (503) because the scoring log was full.",
             registry=self.registry,
         )
+        if log.shipper is not None:
+            shipper = log.shipper
+            Gauge("scoring_log_files_shipped", "Closed log files uploaded to object storage.",
+                  registry=self.registry).set_function(lambda: shipper.files_shipped)
+            Gauge("scoring_log_ship_failures", "Uploads that failed (the file is kept and "
+                  "retried).", registry=self.registry).set_function(lambda: shipper.failures)
 
 
 class _MetricsMiddleware:
@@ -221,6 +227,8 @@ def create_app(
             settings.scoring_log_dir, contract.feature_names, metadata.name, metadata.version,
             max_bytes=settings.scoring_log_max_bytes,
             max_pending=settings.scoring_log_max_pending,
+            ship_to=settings.scoring_log_uri,
+            max_age=settings.scoring_log_rotate_seconds,
         )
         metrics.watch_log(scoring_log)
 

@@ -116,3 +116,67 @@ class MlflowServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
         self.log.close()
+
+
+# Azurite's documented development account: public, for the emulator only.
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/"
+               "KBHBeksoGMGw==")
+
+
+def _azurite_binary() -> str | None:
+    from tests.conftest import REPO
+
+    local = REPO / ".cache" / "tools" / "node_modules" / ".bin" / "azurite-blob"
+    return str(local) if local.exists() else shutil.which("azurite-blob")
+
+
+class Azurite:
+    """Microsoft's Azure Blob storage emulator (npm package azurite) on a loopback port.
+
+    ``make test-deps`` installs it into .cache/tools.
+    """
+
+    def __init__(self, root: Path, deadline: float = 60.0):
+        binary = _azurite_binary()
+        if binary is None:
+            unavailable("Azurite is not installed (`make test-deps`, npm package azurite)",
+                        "REQUIRE_AZURITE")
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}/{AZURITE_ACCOUNT}"
+        self.connection_string = (
+            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
+            f"AccountKey={AZURITE_KEY};BlobEndpoint={self.endpoint};"
+        )
+        self.log = (root / "azurite.log").open("w")
+        self.process = subprocess.Popen(
+            [binary, "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
+             "--location", str(root / "azurite"), "--skipApiVersionCheck", "--loose",
+             "--silent"],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        stop = time.monotonic() + deadline
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"azurite exited:\n{(root / 'azurite.log').read_text()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                if time.monotonic() > stop:
+                    self.close()
+                    raise RuntimeError(f"azurite not listening after {deadline:.0f}s") from None
+                time.sleep(0.2)
+
+    def filesystem(self):
+        """An adlfs filesystem on this emulator."""
+        from adlfs import AzureBlobFileSystem
+
+        return AzureBlobFileSystem(connection_string=self.connection_string,
+                                   skip_instance_cache=True)
+
+    def close(self) -> None:
+        # It waits for idle keep-alive connections on SIGTERM; nothing to keep.
+        self.process.kill()
+        self.process.wait(timeout=20)
+        self.log.close()

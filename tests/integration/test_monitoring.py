@@ -181,3 +181,26 @@ def test_make_drift_and_make_collect_as_the_monitor_workflow_runs_them(registere
     # training data they are a plausible new dataset version.
     assert result.returncode == 0, result.stdout + result.stderr
     assert len(pd.read_csv(workdir / "new.csv")) == 442 + 300
+
+
+def test_monitoring_with_no_log_location_ends_green_with_a_notice(workdir):
+    """monitor.yml on a fresh fork: no SCORING_LOG_URI yet is a notice, not a daily red run."""
+    import os
+    import subprocess
+
+    from tests.conftest import REPO
+
+    env = {**os.environ, "MLOPS_SCORING_LOG_URI": "", "MLOPS_SCORING_LOG_DIR": "",
+           "GITHUB_ACTIONS": "true"}
+    outputs, summary = workdir / "outputs.txt", workdir / "summary.md"
+    result = subprocess.run(
+        ["make", "-C", str(REPO), "drift", f"OUTPUTS_OUT={outputs}", f"SUMMARY_OUT={summary}",
+         "ARGS=--no-fail --missing-ok"], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "::notice title=mlops::no scoring-log location is configured" in result.stdout
+    assert outputs.read_text() == "drifted=false\n"
+    assert "SCORING_LOG_URI" in summary.read_text()
+    # Run by hand, a missing location is still a usage error.
+    result = subprocess.run(["make", "-C", str(REPO), "drift"], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "no scoring logs given" in result.stderr
