@@ -73,10 +73,18 @@ def docker_client():
     try:
         client = docker.from_env(timeout=120)
         client.ping()
-    except DockerException as exc:
+    except (DockerException, OSError) as exc:
         raise MlopsError(
             f"no Docker engine is reachable ({exc.__class__.__name__}): start Docker, "
             "or set DOCKER_HOST to a running engine"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - paramiko's errors for ssh:// engines
+        if type(exc).__module__.split(".")[0] != "paramiko":
+            raise
+        raise MlopsError(
+            f"no Docker engine is reachable at {os.environ.get('DOCKER_HOST')} over SSH "
+            f"({exc.__class__.__name__}: {exc}): install the key and host key with "
+            "`make remote-engine` (DOCKER_SSH_KEY, DOCKER_SSH_KNOWN_HOSTS)"
         ) from None
     return client
 

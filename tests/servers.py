@@ -180,3 +180,80 @@ class Azurite:
         self.process.kill()
         self.process.wait(timeout=20)
         self.log.close()
+
+
+def ssh_keypair() -> tuple[str, str]:
+    """A new ed25519 key: (OpenSSH private key text, public key line)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH).decode()
+    return private, public
+
+
+class Sshd:
+    """OpenSSH's server on a loopback address other than 127.0.0.1, key login only.
+
+    It stands in for a lasting Docker host: ``DOCKER_HOST=ssh://user@<address>:<port>``
+    reaches this machine's engine through it, and the containers' ports are
+    published on ``address``, so a smoke test that went to 127.0.0.1 would miss.
+    """
+
+    def __init__(self, root: Path, address: str = "127.0.0.2", deadline: float = 30.0):
+        binary = shutil.which("sshd") or "/usr/sbin/sshd"
+        if not Path(binary).exists():
+            unavailable("sshd is not installed (`make test-deps`, Debian package "
+                        "openssh-server)", "REQUIRE_SSHD")
+        import getpass
+
+        self.address, self.port, self.user = address, free_port(), getpass.getuser()
+        self.client_key, client_public = ssh_keypair()
+        host_private, self.host_public = ssh_keypair()
+        (root / "host_key").write_text(host_private)
+        (root / "host_key").chmod(0o600)
+        (root / "authorized_keys").write_text(client_public + "\n")
+        (root / "sshd_config").write_text(
+            f"ListenAddress {address}:{self.port}\n"
+            f"HostKey {root / 'host_key'}\n"
+            f"AuthorizedKeysFile {root / 'authorized_keys'}\n"
+            f"PidFile {root / 'sshd.pid'}\n"
+            "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+            "UsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n"
+        )
+        if os.geteuid() == 0:
+            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation
+        self.log = (root / "sshd.log").open("w")
+        self.process = subprocess.Popen([binary, "-D", "-e", "-f", str(root / "sshd_config")],
+                                        stdout=self.log, stderr=subprocess.STDOUT)
+        stop = time.monotonic() + deadline
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"sshd exited:\n{(root / 'sshd.log').read_text()}")
+            try:
+                with socket.create_connection((address, self.port), timeout=1):
+                    return
+            except OSError:
+                if time.monotonic() > stop:
+                    self.close()
+                    raise RuntimeError("sshd not listening") from None
+                time.sleep(0.2)
+
+    @property
+    def docker_host(self) -> str:
+        return f"ssh://{self.user}@{self.address}:{self.port}"
+
+    @property
+    def known_hosts(self) -> str:
+        return f"[{self.address}]:{self.port} {self.host_public}\n"
+
+    def close(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()

@@ -30,7 +30,9 @@ def docker_client():
         client.ping()
     except DockerException as exc:
         _unavailable(f"no Docker engine is reachable ({type(exc).__name__})")
-    base = os.environ.get("MLOPS_BASE_IMAGE", "python:3.11-slim")
+    from ml_service.settings import Settings
+
+    base = Settings().base_image  # MLOPS_BASE_IMAGE or the pinned default
     try:
         client.images.get(base)
     except ImageNotFound:

@@ -198,6 +198,9 @@ def test_the_image_runs_as_non_root_healthy_and_refuses_a_wrong_model_hash(env, 
         remove=True,
     ).decode().strip()
     assert version == sklearn.__version__
+    # what the service needs to ship its scoring log to object storage
+    docker_client.containers.run(
+        image.id, ["/opt/venv/bin/python", "-c", "import adlfs, fsspec"], remove=True)
     with pytest.raises(Exception):  # noqa: B017 - MLflow must not be in the image
         docker_client.containers.run(image.id, ["/opt/venv/bin/python", "-c", "import mlflow"],
                                      remove=True)

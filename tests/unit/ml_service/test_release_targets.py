@@ -14,7 +14,8 @@ from ml_service.settings import Settings
 def clean_environment(monkeypatch):
     for name in ("DOCKER_HOST", "RUNNER_ENVIRONMENT", "MLOPS_ENGINE_ADDRESS",
                  "MLOPS_PUBLISH_ADDRESS", "MLOPS_SCORING_LOG_URI",
-                 "AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_KEY"):
+                 "AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_KEY",
+                 "MLOPS_BASE_IMAGE"):
         monkeypatch.delenv(name, raising=False)
 
 

@@ -6,21 +6,10 @@ import stat
 
 import paramiko
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ml_service.errors import UsageError
 from ml_service.remote_engine import install_identity
-
-
-def keypair() -> tuple[str, str]:
-    """(OpenSSH private key text, public key line)."""
-    key = ed25519.Ed25519PrivateKey.generate()
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                           serialization.PublicFormat.OpenSSH).decode()
-    return private, public
+from tests.servers import ssh_keypair as keypair
 
 
 @pytest.fixture
