@@ -5,7 +5,7 @@
 # hosts; the result can replace python:3.11-slim as the scoring image's base:
 #
 #   infra/base-image/build.sh mlops-base:bookworm
-#   make image BASE_IMAGE=mlops-base:bookworm
+#   MLOPS_BASE_IMAGE=mlops-base:bookworm make image
 #
 # Needs root (debootstrap), debootstrap and a running Docker engine.
 # Environment: DEBIAN_MIRROR (default deb.debian.org), DEBIAN_SUITE (bookworm).
