@@ -82,7 +82,6 @@ class ScoringLog:
         self.rows_written = 0
         self.files_written = 0
         self._file = None
-        self._path: Path | None = None
         self._opened = 0.0
         self._size = 0
         self._prefix = f"scoring-{socket.gethostname()}-{os.getpid()}"
@@ -157,8 +156,8 @@ class ScoringLog:
     def _rotate(self) -> None:
         self._close_file()
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-        self._path = self.directory / f"{self._prefix}-{stamp}.jsonl"
-        self._file = open(self._path, "ab")
+        path = self.directory / f"{self._prefix}-{stamp}.jsonl"
+        self._file = open(path, "ab")
         self._opened = time.monotonic()
         self._size = 0
         self.files_written += 1
