@@ -5,6 +5,12 @@ safe serialization as MLflow stored it) and ``metadata.json`` (name, version,
 git commit, dataset digest, metrics, feature names, the model file's SHA-256).
 It is exported from the registry on the host, so neither the scoring service
 nor its image needs MLflow.
+
+Loading a model never runs code from the registry: only the sklearn flavor in
+skops format is accepted, its file name must be a plain name inside the
+downloaded model, and skops loads it trusting nothing beyond its own defaults
+(not the types a model's MLmodel file may list). Pickle and cloudpickle
+models, which execute code when unpickled, are refused.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from diabetes_regression.schema import CONTRACT
+from ml_service.errors import MlopsError, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -60,40 +67,92 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def checked_model_file(local: Path, what: str) -> tuple[dict, Path]:
+    """The skops model file of a model directory downloaded from the registry.
+
+    Args:
+        local: The downloaded ``models:/<name>/<version>`` directory.
+        what: How to name the model in errors, e.g. ``diabetes-ridge version 3``.
+
+    Returns:
+        (the sklearn flavor from MLmodel, the model file's path)
+
+    Raises:
+        MlopsError: If it is not an sklearn model in skops format, or its file
+            name points anywhere but a plain file inside ``local``.
+    """
+    import yaml
+
+    try:
+        mlmodel = yaml.safe_load((local / "MLmodel").read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise MlopsError(f"{what} has no readable MLmodel file ({exc})") from None
+    flavor = (mlmodel.get("flavors") or {}).get("sklearn") or {}
+    stored = flavor.get("serialization_format")
+    if stored != "skops":
+        raise MlopsError(
+            f"{what} is stored as {stored or 'something other than an sklearn model'}, not "
+            "skops: refusing to load it (pickle formats run code when loaded); register "
+            "models with this pipeline"
+        )
+    name = str(flavor.get("pickled_model") or "")
+    path = local / name
+    if not name or Path(name).name != name or name in (".", "..") or path.is_symlink() or (
+            not path.is_file()):
+        raise MlopsError(f"{what}: MLmodel names the model file {name!r}, which is not a plain "
+                         "file inside the model: refusing it")
+    return flavor, path
+
+
+def load_skops(path: Path, what: str):
+    """Load a skops file trusting only skops' default types.
+
+    Raises:
+        MlopsError: If the file holds any other type (it is not loaded at all).
+    """
+    import skops.io
+
+    try:
+        untrusted = skops.io.get_untrusted_types(file=path)
+    except Exception as exc:  # noqa: BLE001 - a damaged or foreign file
+        raise MlopsError(f"{what} is not a readable skops file ({type(exc).__name__}: "
+                         f"{exc})") from None
+    if untrusted:
+        raise MlopsError(f"{what} contains types skops does not trust by default "
+                         f"({', '.join(sorted(untrusted)[:5])}): refusing to load it")
+    return skops.io.load(path, trusted=[])
+
+
 def export_bundle(registry, version: int, directory: Path) -> BundleMetadata:
     """Download ``version`` from the registry into ``directory`` as a bundle.
 
     Args:
         registry: A connected :class:`ml_service.registry.Registry`.
         version: The model version to export.
-        directory: Target directory; replaced if it exists.
+        directory: Target directory: new, empty, or an earlier bundle (replaced).
 
     Raises:
-        MlopsError: If the version does not exist or was not stored with skops.
+        MlopsError: If the version does not exist, or is not a model this
+            pipeline would load (see :func:`checked_model_file`, :func:`load_skops`).
+        UsageError: If ``directory`` holds anything but an earlier bundle.
     """
     import mlflow.artifacts
-    import yaml
-
-    from ml_service.errors import MlopsError
 
     info = registry.get_version(version)
+    _check_replaceable(directory)
+    what = f"{registry.name} version {version}"
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(
             mlflow.artifacts.download_artifacts(
                 artifact_uri=f"models:/{registry.name}/{version}", dst_path=tmp
             )
         )
-        mlmodel = yaml.safe_load((local / "MLmodel").read_text())
-        flavor = mlmodel.get("flavors", {}).get("sklearn", {})
-        if flavor.get("serialization_format") != "skops":
-            raise MlopsError(
-                f"{registry.name} version {version} is not stored in the skops format "
-                "the scoring service loads; re-register it with this pipeline"
-            )
+        flavor, model_file = checked_model_file(local, what)
+        load_skops(model_file, what)  # a bundle the service would refuse is no bundle
         if directory.exists():
             shutil.rmtree(directory)
         directory.mkdir(parents=True)
-        shutil.copy2(local / flavor["pickled_model"], directory / MODEL_FILE)
+        shutil.copy2(model_file, directory / MODEL_FILE)
 
     tags = info.tags
     metadata = BundleMetadata(
@@ -110,3 +169,15 @@ def export_bundle(registry, version: int, directory: Path) -> BundleMetadata:
     metadata.write(directory)
     logger.info("exported %s v%s to %s", registry.name, version, directory)
     return metadata
+
+
+def _check_replaceable(directory: Path) -> None:
+    """Refuse to replace a directory that is not empty and not an earlier bundle."""
+    if directory.is_symlink() or (directory.exists() and not directory.is_dir()):
+        raise UsageError(f"{directory} exists and is not a directory: choose another --out")
+    if directory.is_dir():
+        contents = {p.name for p in directory.iterdir()}
+        if contents and not contents <= {MODEL_FILE, METADATA_FILE}:
+            raise UsageError(
+                f"{directory} is not empty and not a model bundle: choose another --out "
+                "(a bundle directory is replaced, anything else is left alone)")

@@ -17,6 +17,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ml_service.errors import MlopsError, UsageError
@@ -61,6 +62,9 @@ def main(
     # MLflow installs its own INFO handler on import unless told not to; the
     # CLI decides what is shown, through the root logger configured here.
     os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+    # Nothing this process (or what it starts) does may unpickle a registry
+    # model: models are loaded with skops (ml_service.bundle.load_skops).
+    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
@@ -90,7 +94,8 @@ def _guard(func):
     try:
         return func()
     except MlopsError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        # The message is text, not markup: a path like "a[/]b" must print as it is.
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True)
         if State.verbose:
             err.print_exception()
         raise typer.Exit(exc.exit_code) from None
@@ -99,7 +104,7 @@ def _guard(func):
         raise typer.Exit(130) from None
     except Exception as exc:  # noqa: BLE001 - the one place bugs become a message
         err.print(
-            f"[bold red]error:[/] unexpected {type(exc).__name__}: {exc}\n"
+            f"[bold red]error:[/] unexpected {type(exc).__name__}: {escape(str(exc))}\n"
             "run again with --verbose for the traceback",
             highlight=False,
         )

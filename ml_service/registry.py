@@ -81,10 +81,25 @@ class Registry:
             raise
 
     def load_model(self, version: int):
-        """Load the scikit-learn model of ``version``."""
-        import mlflow.sklearn
+        """Load the scikit-learn model of ``version``, never running code from the registry.
 
-        return mlflow.sklearn.load_model(f"models:/{self.name}/{version}")
+        Raises:
+            MlopsError: If it is not a skops model of default-trusted types
+                (pickle formats and foreign types are refused, not loaded).
+        """
+        import tempfile
+        from pathlib import Path
+
+        import mlflow.artifacts
+
+        from ml_service.bundle import checked_model_file, load_skops
+
+        what = f"{self.name} version {version}"
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{self.name}/{version}", dst_path=tmp))
+            _, model_file = checked_model_file(local, what)
+            return load_skops(model_file, what)
 
     def get_version(self, version: int) -> VersionInfo:
         """One version's info.
