@@ -101,8 +101,18 @@ pipeline: install ## Run the training pipeline: validate, train, evaluate, gate,
 
 # Model version for serve/image/release/promote; empty means the alias' version
 # (champion for serve, image and release; qa for promote).
+# VERSION may come from a workflow input: its text is taken without expanding
+# it (a value such as $$(shell ...) would run, even under make -n), and only a
+# number is accepted.
 VERSION ?=
-version_arg = $(if $(VERSION),--version $(VERSION))
+version_text := $(value VERSION)
+digitless = $(subst 0,,$(subst 1,,$(subst 2,,$(subst 3,,$(subst 4,,$(subst 5,,$(subst \
+	6,,$(subst 7,,$(subst 8,,$(subst 9,,$(1)))))))))))
+version_junk := $(strip $(call digitless,$(version_text)))
+ifneq ($(version_junk)$(filter-out 0 1,$(words $(version_text))),)
+$(error VERSION must be a model version number, got '$(version_text)')
+endif
+version_arg = $(if $(version_text),--version $(version_text))
 
 .PHONY: serve
 serve: install ## Serve the champion (or VERSION=n) locally with uvicorn, no Docker

@@ -722,6 +722,11 @@ def collect(
             raise UsageError(f"{outcomes} lacks column(s) {sorted(missing)}")
         if logged.empty:
             raise UsageError("the scoring log is empty")
+        # A client-chosen X-Request-ID need not be unique: a row logged twice
+        # under one id could pair one client's outcome with another's inputs.
+        logged = logged.astype({"request_id": str})
+        ambiguous = logged.duplicated(["request_id", "row"], keep=False)
+        logged = logged[~ambiguous]
         keys = ["request_id", "row"]
         if "row" not in truth.columns:
             multi = logged.groupby("request_id").size()
@@ -732,7 +737,6 @@ def collect(
                 )
             keys = ["request_id"]
         truth = truth.astype({"request_id": str})
-        logged = logged.astype({"request_id": str})
         merged = logged.merge(truth[[*keys, target]], on=keys, how="inner")
         dataset = merged[CONTRACT.columns]
         if base is not None:
@@ -751,6 +755,10 @@ def collect(
             f"({len(truth) - len(merged)} outcomes unmatched); wrote {len(dataset)} rows "
             f"to {output}; it passes the data contract ({report.evaluated} expectations)"
         )
+        if ambiguous.any():
+            out.print(f"[yellow]skipped {int(ambiguous.sum())} logged rows[/] whose request id "
+                      "more than one request used: their outcomes cannot be told apart "
+                      "(send unique X-Request-ID values)")
 
     _guard(body)
 

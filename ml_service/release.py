@@ -300,6 +300,11 @@ def _start(client, settings: Settings, stage: str, image_id: str, version: int, 
         labels={STAGE_LABEL: stage, VERSION_LABEL: str(version)},
         restart_policy={"Name": "unless-stopped"},
         read_only=True,
+        # It serves on 8080 as uid 10001: no capability is needed.
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges:true"],
+        mem_limit=settings.container_memory,
+        pids_limit=settings.container_pids,
         tmpfs={"/tmp": "size=16m"},
         # One scoring-log volume per stage, kept across deployments.
         volumes={f"{container_name(settings, stage)}-scoring-log": {

@@ -59,13 +59,24 @@ class ScoringLog:
         ship_to: fsspec URI closed files are uploaded to (None: keep them local).
         max_age: Close a file this many seconds after it was opened, so light
             traffic still reaches the storage.
+        max_total: Most bytes the directory may hold. When a new file would
+            pass it, the oldest closed files are deleted (counted in
+            ``files_dropped`` and logged as errors): a full disk would stop
+            the service, and with shipping on only unshipped files pile up.
+
+    Files are created 0600 in a 0700 directory: they hold every request.
     """
 
     def __init__(self, directory: Path, feature_names: list[str], model_name: str,
                  model_version: int, max_bytes: int = 64 * 2**20, max_pending: int = 2000,
-                 ship_to: str | None = None, max_age: float = 3600.0):
+                 ship_to: str | None = None, max_age: float = 3600.0,
+                 max_total: int = 2**30):
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            self.directory.chmod(0o700)
+        except PermissionError:  # a directory someone else owns: leave its mode
+            logger.warning("cannot make %s private (mode 0700)", self.directory)
         self.features = list(feature_names)
         # One %-template per line: several times faster than json.dumps per row,
         # which matters because the writer shares the GIL with the requests.
@@ -78,6 +89,8 @@ class ScoringLog:
         )
         self.max_bytes = max_bytes
         self.max_age = max_age
+        self.max_total = max(max_total, 2 * max_bytes)
+        self.files_dropped = 0
         self.pending: queue.Queue = queue.Queue(maxsize=max_pending)
         self.rows_written = 0
         self.files_written = 0
@@ -155,12 +168,36 @@ class ScoringLog:
 
     def _rotate(self) -> None:
         self._close_file()
+        self._make_room()
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
         path = self.directory / f"{self._prefix}-{stamp}.jsonl"
-        self._file = open(path, "ab")
+        self._file = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
+                               "ab")
         self._opened = time.monotonic()
         self._size = 0
         self.files_written += 1
+
+    def _make_room(self) -> None:
+        """Delete the oldest closed files until a new full file fits under max_total."""
+        files = []
+        for path in self.directory.glob("scoring-*.jsonl"):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:  # shipped meanwhile
+                continue
+            files.append((stat.st_mtime, path.name, path, stat.st_size))
+        total = sum(size for *_, size in files)
+        for _, _, path, size in sorted(files):
+            if total + self.max_bytes <= self.max_total:
+                break
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+            total -= size
+            self.files_dropped += 1
+            logger.error("scoring log over %d bytes: deleted the oldest file %s (%d bytes) "
+                         "unshipped", self.max_total, path.name, size)
 
     def _close_file(self) -> None:
         if self._file is not None:

@@ -45,7 +45,7 @@ from ml_service.scoring import RequestError, RowValidator
 from ml_service.scoring_log import Batch, ScoringLog, now_iso
 from ml_service.settings import Settings
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +117,8 @@ class _Metrics:
             "scoring_log_refused", "Requests refused (503) because the scoring log was full.",
             registry=self.registry,
         )
+        Gauge("scoring_log_files_dropped", "Oldest log files deleted unshipped to stay under "
+              "the size cap.", registry=self.registry).set_function(lambda: log.files_dropped)
         if log.shipper is not None:
             shipper = log.shipper
             Gauge("scoring_log_files_shipped", "Closed log files uploaded to object storage.",
@@ -152,16 +154,39 @@ class _MetricsMiddleware:
             self.metrics.latency.labels(path, code).observe(time.perf_counter() - start)
 
 
+# nginx's code for "client closed the request": counted, never a 5xx.
+CLIENT_CLOSED = 499
+
+
+def _check_json(request: Request) -> None:
+    """Only JSON is scored: a form or text body (a cross-site form post) is 415.
+
+    A request with no Content-Type at all is read as JSON: browsers always
+    label what they send, so that is not the cross-site case.
+    """
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media and media != "application/json" and not (media.startswith("application/")
+                                                      and media.endswith("+json")):
+        raise RequestError(f"Content-Type must be application/json, got {media or 'none'}",
+                           status=415)
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
+    from starlette.requests import ClientDisconnect
+
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise RequestError(f"request body of {declared} bytes exceeds {limit}", status=413)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(f"request body exceeds {limit} bytes", status=413)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(f"request body exceeds {limit} bytes", status=413)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise RequestError("the client closed the connection before its body arrived",
+                           status=CLIENT_CLOSED) from None
     return b"".join(chunks)
 
 
@@ -229,6 +254,7 @@ def create_app(
             max_pending=settings.scoring_log_max_pending,
             ship_to=settings.scoring_log_uri,
             max_age=settings.scoring_log_rotate_seconds,
+            max_total=settings.scoring_log_max_total_bytes,
         )
         metrics.watch_log(scoring_log)
 
@@ -244,6 +270,9 @@ def create_app(
         version=str(metadata.version),
         description=f"Scores `{metadata.name}` version {metadata.version}.",
         lifespan=lifespan,
+        # No redirect from /score/ to /score: its Location would be built from
+        # the client's Host header.
+        redirect_slashes=False,
     )
     app.state.scoring_log = scoring_log
     app.add_middleware(_MetricsMiddleware, metrics=metrics)
@@ -261,11 +290,13 @@ def create_app(
             }
         },
         responses={413: {"description": "Body or row count over the limit"},
+                   415: {"description": "The body is not JSON"},
                    422: {"description": "A row breaks the data contract"},
                    503: {"description": "The scoring log is full: retry later"}},
     )
     async def score(request: Request) -> JSONResponse:
         """Predict for each row of ``data``."""
+        _check_json(request)
         body = await _read_body(request, settings.max_body_bytes)
         try:
             payload = json.loads(body, parse_constant=_reject_constant)
@@ -282,7 +313,7 @@ def create_app(
             warnings.simplefilter("ignore", UserWarning)
             predictions = np.asarray(model.predict(matrix), dtype=float)
         given = request.headers.get("x-request-id", "")
-        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         if scoring_log is not None and not scoring_log.submit(
             Batch(request_id, now_iso(), matrix, predictions)
         ):

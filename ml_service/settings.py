@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     scoring_log_max_pending: int = Field(
         default=2000, ge=1, description="Requests queued for the log before 503 back-pressure."
     )
+    scoring_log_max_total_bytes: int = Field(
+        default=2**30, ge=8192,
+        description="Most bytes of scoring log kept on the volume; the oldest files go first.",
+    )
     scoring_log_uri: str | None = Field(
         default=None,
         description="Object storage (fsspec URI, e.g. az://container/prefix) that the service "
@@ -105,6 +109,10 @@ class Settings(BaseSettings):
     build_dir: Path = Field(default=Path("build"), description="Image contexts and wheels.")
     qa_port: int = Field(default=8081, ge=1, le=65535, description="Host port of QA.")
     production_port: int = Field(default=8080, ge=1, le=65535, description="Host port of prod.")
+    container_memory: str = Field(
+        default="1g", description="Memory limit of each stage container (Docker syntax)."
+    )
+    container_pids: int = Field(default=256, ge=16, description="Process limit per container.")
     smoke_deadline: float = Field(
         default=90.0, gt=0, description="Seconds a new container has to become healthy."
     )

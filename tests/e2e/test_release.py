@@ -262,6 +262,10 @@ def test_push_then_promote_on_an_engine_without_the_image_pulls_the_same_digest(
     ok(make(env, "promote"))
     production = docker_client.containers.get(f"{env['MLOPS_MODEL_NAME']}-production")
     assert production.image.id == tags["image.id"]
+    # no capabilities, no privilege escalation, bounded memory and processes
+    host = production.attrs["HostConfig"]
+    assert host["CapDrop"] == ["ALL"] and "no-new-privileges:true" in host["SecurityOpt"]
+    assert host["Memory"] == 2**30 and host["PidsLimit"] == 256 and host["ReadonlyRootfs"]
     assert served_version(env["MLOPS_PRODUCTION_PORT"]) == 1
 
 

@@ -199,3 +199,18 @@ def test_bench_compares_with_mlflow_models_serve(isolated, tmp_path):
     assert set(report["ratios"]) == {"1 row", "1000 rows"}
     assert all(r["log_throughput_x"] > 0 for r in report["ratios"].values())
     assert "throughput vs MLflow" in result.stdout
+
+
+@pytest.mark.parametrize("how", ["argument", "environment"])
+def test_a_version_that_is_not_a_number_is_refused_before_anything_runs(tmp_path, how):
+    """VERSION comes from a workflow_dispatch input: $(shell ...) in it must not run."""
+    marker = tmp_path / "pwned"
+    value = f"$(shell touch {marker})"
+    if how == "argument":
+        result = make("-n", "release", f"VERSION={value}")
+    else:
+        result = make("-n", "release", env={**os.environ, "VERSION": value})
+    assert result.returncode != 0
+    assert "VERSION must be a model version number" in result.stderr
+    assert not marker.exists()
+    assert "--version 12" in make("-n", "release", "VERSION=12").stdout

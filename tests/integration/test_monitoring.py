@@ -204,3 +204,28 @@ def test_monitoring_with_no_log_location_ends_green_with_a_notice(workdir):
     result = subprocess.run(["make", "-C", str(REPO), "drift"], env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "no scoring logs given" in result.stderr
+
+
+def test_collect_skips_rows_whose_request_id_two_requests_used(registered, workdir):
+    """A client-chosen X-Request-ID need not be unique: never guess whose outcome it is."""
+    from ml_service.bundle import export_bundle
+    from ml_service.registry import connect
+
+    registry = connect(Settings())
+    export_bundle(registry, registry.alias_version("champion"), workdir / "bundle")
+    log_dir = workdir / "scoring-log"
+    app = create_app(Settings(bundle_dir=workdir / "bundle", scoring_log_dir=log_dir))
+    rows = pd.read_csv(DATA)[NAMES].head(3).values.tolist()
+    with TestClient(app) as client:
+        for row, request_id in zip(rows, ["same", "same", "unique"]):
+            client.post("/score", json={"data": [row]}, headers={"X-Request-ID": request_id})
+    pd.DataFrame({"request_id": ["same", "unique"], "target": [100.0, 150.0]}).to_csv(
+        workdir / "truth.csv", index=False)
+    result = registered("collect", "--logs", str(log_dir), "--outcomes",
+                        str(workdir / "truth.csv"), "--out", str(workdir / "new.csv"),
+                        "--base", str(DATA))
+    assert result.exit_code == 0, result.output
+    assert "skipped 2 logged rows" in result.stdout
+    collected = pd.read_csv(workdir / "new.csv")
+    assert len(collected) == 442 + 1
+    np.testing.assert_allclose(collected.iloc[-1][NAMES].values, rows[2])

@@ -110,3 +110,22 @@ def test_unusable_request_ids_are_replaced(bundle, tmp_path, header):  # noqa: F
     with TestClient(create_app(settings_for(directory, tmp_path))) as client:
         response = client.post("/score", json={"data": [ROW]}, headers={"X-Request-ID": header})
         assert len(response.json()["request_id"]) == 32
+
+
+def test_the_log_is_private_and_never_grows_past_its_cap(tmp_path):
+    """16 clients writing without end used to fill the disk; now the oldest files go."""
+    import stat
+
+    directory = tmp_path / "log"
+    log = ScoringLog(directory, NAMES, "m", 1, max_bytes=8192, max_total=40_000)
+    for i in range(400):
+        assert log.submit(Batch(f"r{i}", now_iso(), np.ones((5, 10)), np.arange(5.0)))
+    log.close()
+    files = list(directory.glob("scoring-*.jsonl"))
+    assert sum(f.stat().st_size for f in files) <= 40_000
+    assert log.files_dropped > 0 and log.rows_written == 2000
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o600}
+    # What is left is the newest: the last request is there, the first is gone.
+    ids = set(read_logs(directory)["request_id"])
+    assert "r399" in ids and "r0" not in ids

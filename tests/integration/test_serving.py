@@ -221,3 +221,58 @@ def test_fuzzed_payloads_never_cause_a_server_error(client, data):
         assert len(response.json()["result"]) == len(data)
     else:
         assert json.loads(response.text)["detail"]
+
+
+@pytest.mark.parametrize("content_type", [
+    "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "text/plain",
+])
+def test_bodies_that_are_not_json_are_415(client, content_type):
+    """A cross-site form post is never scored."""
+    body = json.dumps({"data": [ROW]})
+    response = client.post("/score", content=body, headers={"Content-Type": content_type})
+    assert response.status_code == 415
+    assert "Content-Type must be application/json" in response.json()["detail"]
+    for ok in ("application/json; charset=utf-8", "application/vnd.api+json"):
+        assert client.post("/score", content=body,
+                           headers={"Content-Type": ok}).status_code == 200
+
+
+def test_a_trailing_slash_is_not_redirected_to_a_host_the_client_chose(client):
+    response = client.post("/score/", json={"data": [ROW]}, follow_redirects=False,
+                           headers={"Host": "evil.example"})
+    assert response.status_code == 404 and "location" not in response.headers
+
+
+def test_a_request_id_with_a_trailing_newline_is_replaced(client):
+    response = score(client, [ROW], headers={"X-Request-ID": "abc\n"})
+    assert response.json()["request_id"] != "abc\n"
+    assert len(response.json()["request_id"]) == 32
+
+
+def test_a_client_that_disconnects_mid_upload_is_counted_499_not_a_server_error(bundle):
+    """No traceback, no 500 in /metrics: the client left, nothing failed."""
+    import asyncio
+
+    directory, _ = bundle
+    app = create_app(Settings(bundle_dir=directory))
+    messages = iter([{"type": "http.request", "body": b'{"data": [[59', "more_body": True},
+                     {"type": "http.disconnect"}])
+    sent = []
+
+    async def receive():
+        return next(messages)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/score", "raw_path": b"/score",
+             "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1),
+             "server": ("127.0.0.1", 8080),
+             "headers": [(b"content-type", b"application/json"), (b"content-length", b"999")]}
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 499
+    with TestClient(app) as fresh:
+        metrics = fresh.get("/metrics").text
+    assert 'scoring_requests_total{route="/score",status="499"} 1.0' in metrics
+    assert 'status="500"' not in metrics
