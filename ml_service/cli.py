@@ -378,8 +378,7 @@ def serve(
     """Serve a registered version locally with uvicorn (no Docker)."""
 
     def body():
-        import uvicorn
-
+        from ml_service import http_server
         from ml_service.bundle import export_bundle
         from ml_service.serving import create_app
 
@@ -389,7 +388,8 @@ def serve(
         app_ = create_app(settings)
         bind_host, bind_port = host or settings.serve_host, port or settings.serve_port
         out.print(f"serving {registry.name} v{chosen} on http://{bind_host}:{bind_port} (docs at /docs)")
-        uvicorn.run(app_, host=bind_host, port=bind_port, log_level="warning")
+        http_server.run(app_, bind_host, bind_port, request_timeout=settings.request_timeout,
+                        keep_alive=settings.keep_alive_timeout)
 
     _guard(body)
 

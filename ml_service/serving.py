@@ -17,6 +17,7 @@ stays small.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -30,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -190,6 +192,21 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _check_row_count(body: bytes, max_rows: int) -> None:
+    """413 before parsing when the body holds more rows than allowed.
+
+    Rows are lists or objects of numbers, so a body with at most ``max_rows``
+    rows has at most ``max_rows + 1`` pairs of each kind of bracket; counting
+    them is a C loop, where parsing a body of a million empty rows takes a
+    second. (Unbalanced junk such as ``[[[[...`` is left to the parser: 422.)
+    """
+    rows = max(min(body.count(b"["), body.count(b"]")),
+               min(body.count(b"{"), body.count(b"}"))) - 1
+    if rows > max_rows:
+        raise RequestError(f"too many rows: {rows} > {max_rows} per request (counted before "
+                           "parsing)", status=413)
+
+
 def _reject_constant(name: str):
     raise RequestError(f"{name} is not a valid JSON number")
 
@@ -244,6 +261,23 @@ def create_app(
     settings = settings or Settings()
     model, metadata = load_bundle(settings.bundle_dir, settings.model_sha256)
     validate = RowValidator(contract, settings.max_rows)
+    busy = asyncio.Semaphore(settings.max_concurrent_scoring)
+
+    def _predict(body: bytes) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            payload = json.loads(body, parse_constant=_reject_constant)
+        except RequestError:
+            raise
+        except (ValueError, RecursionError):
+            raise RequestError("request body is not valid JSON") from None
+        if not isinstance(payload, dict) or "data" not in payload:
+            raise RequestError('request body must be a JSON object with a "data" list')
+        matrix = validate(payload["data"])
+        with warnings.catch_warnings():
+            # The pipeline was fitted on a DataFrame; rows arrive as a bare
+            # array in contract order, which is what it expects.
+            warnings.simplefilter("ignore", UserWarning)
+            return matrix, np.asarray(model.predict(matrix), dtype=float)
     metrics = _Metrics(metadata)
     model_ref = {"name": metadata.name, "version": metadata.version}
     scoring_log = None
@@ -298,20 +332,12 @@ def create_app(
         """Predict for each row of ``data``."""
         _check_json(request)
         body = await _read_body(request, settings.max_body_bytes)
-        try:
-            payload = json.loads(body, parse_constant=_reject_constant)
-        except RequestError:
-            raise
-        except (ValueError, RecursionError):
-            raise RequestError("request body is not valid JSON") from None
-        if not isinstance(payload, dict) or "data" not in payload:
-            raise RequestError('request body must be a JSON object with a "data" list')
-        matrix = validate(payload["data"])
-        with warnings.catch_warnings():
-            # The pipeline was fitted on a DataFrame; rows arrive as a bare
-            # array in contract order, which is what it expects.
-            warnings.simplefilter("ignore", UserWarning)
-            predictions = np.asarray(model.predict(matrix), dtype=float)
+        _check_row_count(body, settings.max_rows)
+        # Parsing, validation and prediction are CPU work: a worker thread
+        # does them, so the event loop keeps answering /health; at most
+        # MLOPS_MAX_CONCURRENT_SCORING requests do so at once, the rest wait.
+        async with busy:
+            matrix, predictions = await run_in_threadpool(_predict, body)
         given = request.headers.get("x-request-id", "")
         request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         if scoring_log is not None and not scoring_log.submit(
@@ -352,7 +378,7 @@ def create_app(
 
 def main() -> None:
     """Run the service with uvicorn on ``MLOPS_SERVE_HOST:MLOPS_SERVE_PORT``."""
-    import uvicorn
+    from ml_service import http_server
 
     settings = Settings()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -361,7 +387,9 @@ def main() -> None:
     except (ModelIntegrityError, FileNotFoundError) as exc:
         logger.error("cannot start: %s", exc)
         raise SystemExit(3) from None
-    uvicorn.run(app, host=settings.serve_host, port=settings.serve_port, log_level="warning")
+    http_server.run(app, settings.serve_host, settings.serve_port,
+                    request_timeout=settings.request_timeout,
+                    keep_alive=settings.keep_alive_timeout)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import diabetes_regression
@@ -64,7 +64,18 @@ class Settings(BaseSettings):
     serve_port: int = Field(default=8080, ge=1, le=65535, description="Scoring service port.")
     max_rows: int = Field(default=10_000, ge=1, description="Most rows in one /score request.")
     max_body_bytes: int = Field(
-        default=5_000_000, ge=1024, description="Largest /score request body, in bytes."
+        default=0, ge=0,
+        description="Largest /score request body, in bytes; 0 = 512 bytes per allowed row.",
+    )
+    max_concurrent_scoring: int = Field(
+        default=4, ge=1, description="Requests parsed and scored at once; the rest wait."
+    )
+    request_timeout: float = Field(
+        default=30.0, gt=0,
+        description="Seconds a client has to send a whole request (headers and body).",
+    )
+    keep_alive_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds an idle kept-alive connection stays open."
     )
 
     scoring_log_dir: Path | None = Field(
@@ -154,6 +165,12 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value):
         # Workflows pass unset secrets and variables as empty strings.
         return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _body_limit_follows_the_row_limit(self):
+        if not self.max_body_bytes:
+            self.max_body_bytes = 512 * self.max_rows
+        return self
 
     @property
     def remote_engine(self) -> bool:
