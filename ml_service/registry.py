@@ -343,6 +343,12 @@ def connect(settings: Settings) -> Registry:
     try:
         registry.experiment_id()
     except Exception as exc:  # any backend failure means the store is unusable
+        text = str(exc)
+        if any(code in text for code in ("401", "403", "Unauthorized", "PERMISSION_DENIED")):
+            raise TrackingError(
+                f"the MLflow tracking server at {uri} refused this client ({text.splitlines()[0]}"
+                "): set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user "
+                "allowed on it") from None
         raise TrackingError(f"cannot use the MLflow tracking store at {uri}: {exc}") from exc
     return registry
 

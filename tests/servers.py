@@ -84,7 +84,8 @@ class Postgres:
 class MlflowServer:
     """`mlflow server` with the given backend store and proxied artifacts."""
 
-    def __init__(self, root: Path, backend_uri: str, deadline: float = 120.0):
+    def __init__(self, root: Path, backend_uri: str, deadline: float = 120.0,
+                 extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None):
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.log_path = root / "mlflow-server.log"
@@ -92,8 +93,8 @@ class MlflowServer:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
              "--port", str(self.port), "--workers", "2", "--backend-store-uri", backend_uri,
-             "--artifacts-destination", str(root / "artifacts")],
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=root,
+             "--artifacts-destination", str(root / "artifacts"), *extra_args],
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=root, env={**os.environ, **(env or {})},
         )
         stop = time.monotonic() + deadline
         while True:

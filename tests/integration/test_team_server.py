@@ -108,7 +108,13 @@ def test_the_team_compose_file_runs_mlflow_on_postgresql_with_the_locked_version
     command = " ".join(mlflow["command"])
     assert "--backend-store-uri=postgresql://" in command and "@postgres:5432/" in command
     assert "--artifacts-destination=/mlartifacts" in command
-    assert set(compose["volumes"]) == {"pgdata", "artifacts"}
+    assert set(compose["volumes"]) == {"pgdata", "artifacts", "auth"}
+    # Not open: basic auth with a required admin password, loopback only.
+    assert "--app-name=basic-auth" in command
+    assert mlflow["environment"]["MLFLOW_AUTH_ADMIN_PASSWORD"].startswith(
+        "${MLFLOW_ADMIN_PASSWORD:?")
+    assert mlflow["ports"] == ["127.0.0.1:5000:5000"]
+    assert "./basic_auth.ini:/config/basic_auth.ini:ro" in mlflow["volumes"]
 
     lock = (REPO / "uv.lock").read_text()
     dockerfile = (REPO / "infra" / "mlflow" / "Dockerfile").read_text()
@@ -118,3 +124,36 @@ def test_the_team_compose_file_runs_mlflow_on_postgresql_with_the_locked_version
 
     assert f"MLFLOW_VERSION={locked('mlflow')}" in dockerfile
     assert f"psycopg[binary]=={locked('psycopg')}" in dockerfile
+    assert f"flask-wtf=={locked('flask-wtf')}" in dockerfile
+
+
+def test_the_team_servers_auth_config_refuses_anonymous_clients_and_serves_users(
+    tmp_path, cli, monkeypatch
+):
+    """infra/mlflow/basic_auth.ini on a real `mlflow server --app-name basic-auth`."""
+    import requests
+
+    from tests.servers import MlflowServer
+
+    ini = (REPO / "infra" / "mlflow" / "basic_auth.ini").read_text()
+    config = tmp_path / "basic_auth.ini"
+    config.write_text(ini.replace("sqlite:////mlauth/basic_auth.db",
+                                  f"sqlite:///{tmp_path / 'auth.db'}"))
+    server = MlflowServer(tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}",
+                          extra_args=("--app-name", "basic-auth"),
+                          env={"MLFLOW_AUTH_CONFIG_PATH": str(config),
+                               "MLFLOW_AUTH_ADMIN_PASSWORD": "Team-Admin-Pass-42",
+                               "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-key"})
+    try:
+        search = f"{server.uri}/api/2.0/mlflow/experiments/search?max_results=1"
+        assert requests.get(search, timeout=10).status_code == 401
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+        result, _ = cli.run()
+        assert result.exit_code == 1
+        assert "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in result.stderr
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "Team-Admin-Pass-42")
+        result, summary = cli.run()
+        assert result.exit_code == 0 and summary["registered"], result.output
+    finally:
+        server.close()
