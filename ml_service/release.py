@@ -68,6 +68,7 @@ def docker_client():
         MlopsError: If the SDK cannot reach an engine, with what to do about it.
     """
     import docker
+    import paramiko
     from docker.errors import DockerException
 
     try:
@@ -78,9 +79,7 @@ def docker_client():
             f"no Docker engine is reachable ({exc.__class__.__name__}): start Docker, "
             "or set DOCKER_HOST to a running engine"
         ) from None
-    except Exception as exc:  # noqa: BLE001 - paramiko's errors for ssh:// engines
-        if type(exc).__module__.split(".")[0] != "paramiko":
-            raise
+    except paramiko.SSHException as exc:  # ssh:// engines: unknown host key, refused key
         raise MlopsError(
             f"no Docker engine is reachable at {os.environ.get('DOCKER_HOST')} over SSH "
             f"({exc.__class__.__name__}: {exc}): install the key and host key with "

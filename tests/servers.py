@@ -22,6 +22,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_for_http(url: str, process: subprocess.Popen, deadline: float) -> bool:
+    """Poll ``url`` until it answers 200; False if ``process`` exits or time runs out."""
+    stop = time.monotonic() + deadline
+    while process.poll() is None and time.monotonic() < stop:
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return True
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    return False
+
+
 def unavailable(reason: str, required_by: str) -> None:
     """Skip with the reason, or fail when the environment variable says it is required."""
     if os.environ.get(required_by) == "1":
@@ -96,19 +109,10 @@ class MlflowServer:
              "--artifacts-destination", str(root / "artifacts"), *extra_args],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=root, env={**os.environ, **(env or {})},
         )
-        stop = time.monotonic() + deadline
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"mlflow server exited:\n{self.log_path.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{self.uri}/health", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            if time.monotonic() > stop:
-                self.close()
-                raise RuntimeError(f"mlflow server not healthy after {deadline:.0f}s")
-            time.sleep(0.5)
+        if not wait_for_http(f"{self.uri}/health", self.process, deadline):
+            self.close()
+            raise RuntimeError(f"mlflow server not healthy after {deadline:.0f}s:\n"
+                               f"{self.log_path.read_text()[-3000:]}")
 
     def close(self) -> None:
         self.process.terminate()

@@ -64,11 +64,8 @@ def local_registry(tmp_path_factory, docker_client):
     """
     import shutil
     import subprocess
-    import time
 
-    import requests
-
-    from tests.servers import free_port
+    from tests.servers import free_port, wait_for_http
 
     binary = shutil.which("docker-registry")
     if binary is None:
@@ -83,17 +80,9 @@ def local_registry(tmp_path_factory, docker_client):
     )
     process = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        if time.monotonic() > deadline or process.poll() is not None:
-            process.kill()
-            pytest.fail("docker-registry did not start")
-        time.sleep(0.2)
+    if not wait_for_http(f"http://127.0.0.1:{port}/v2/", process, 30):
+        process.kill()
+        pytest.fail("docker-registry did not start")
     yield f"127.0.0.1:{port}"
     process.terminate()
     process.wait(timeout=10)

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from tests.integration.test_serving import ROW, bundle  # noqa: F401 - fixture
-from tests.servers import free_port
+from tests.servers import free_port, wait_for_http
 
 DEADLINE = 2.0  # MLOPS_REQUEST_TIMEOUT of the server under test
 
@@ -31,15 +31,7 @@ def server(bundle):  # noqa: F811
     process = subprocess.Popen([sys.executable, "-m", "ml_service.serving"], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
-    stop = time.monotonic() + 60
-    while True:
-        try:
-            if requests.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        assert process.poll() is None and time.monotonic() < stop, "service did not start"
-        time.sleep(0.2)
+    assert wait_for_http(f"{url}/health", process, 60), "service did not start"
     yield port, url
     process.terminate()
     process.wait(timeout=30)
