@@ -23,11 +23,15 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from diabetes_regression.schema import CONTRACT
 from ml_service.settings import Settings
+from ml_service.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from ml_service.registry import Registry
 
 
 @dataclass
@@ -108,25 +112,26 @@ def _wait(url: str, process: subprocess.Popen, deadline: float, log: Path) -> fl
     raise RuntimeError(f"{url} not ready after {deadline:.0f}s:\n{log.read_text()[-2000:]}")
 
 
-def _rows(settings: Settings, count: int) -> list[list[float]]:
+def _rows(settings: Settings, spec: ModelSpec, count: int) -> list[list[float]]:
     import pandas as pd
 
-    frame = pd.read_csv(settings.data_path)[CONTRACT.feature_names].astype(float)
+    frame = pd.read_csv(settings.data_file)[spec.contract.feature_names].astype(float)
     reps = -(-count // len(frame))
     return pd.concat([frame] * reps).head(count).values.tolist()
 
 
-def run_bench(settings: Settings, registry, version: int, requests: int, concurrency: int,
-              out_dir: Path) -> dict:
+def run_bench(settings: Settings, spec: ModelSpec, registry: Registry, version: int,
+              requests: int, concurrency: int, out_dir: Path) -> dict[str, Any]:
     """Benchmark both servers on ``version``; return the report as a dict."""
-    from ml_service.bundle import checked_model_file, export_bundle, load_skops
+    from ml_service.bundle import checked_model_file, load_skops
+    from ml_service.registry.export import export_bundle
 
-    one, thousand = _rows(settings, 1), _rows(settings, 1000)
+    one, thousand = _rows(settings, spec, 1), _rows(settings, spec, 1000)
     ours_bodies = {
         "1 row": json.dumps({"data": one}).encode(),
         "1000 rows": json.dumps({"data": thousand}).encode(),
     }
-    columns = CONTRACT.feature_names
+    columns = spec.contract.feature_names
     mlflow_bodies = {
         "1 row": json.dumps({"dataframe_split": {"columns": columns, "data": one}}).encode(),
         "1000 rows": json.dumps(
@@ -138,7 +143,7 @@ def run_bench(settings: Settings, registry, version: int, requests: int, concurr
 
     with tempfile.TemporaryDirectory() as tmp:
         bundle = Path(tmp) / "bundle"
-        export_bundle(registry, version, bundle)
+        export_bundle(registry, version, bundle, spec)
         # MLflow's server loads the very copy checked here (skops, default
         # types only), so it may be told to load it: with pickle loading off,
         # MLflow refuses skops models too, as it would trust their MLmodel.
@@ -220,16 +225,17 @@ def _ratios(results: list[LoadResult]) -> dict[str, dict[str, float]]:
     return ratios
 
 
-def _image_figures(settings: Settings, registry, version: int) -> dict:
+def _image_figures(settings: Settings, registry: Registry, version: int) -> dict[str, Any]:
     """Image size and docker-run-to-healthy time, or why they were not measured."""
     from ml_service.errors import MlopsError
-    from ml_service.release import docker_client, wait_healthy
+    from ml_service.release.image import docker_client
+    from ml_service.release.smoke import wait_healthy
 
     try:
         client = docker_client()
     except MlopsError as exc:
         return {"skipped": str(exc)}
-    image_id = registry.get_version(version).tags.get("image.id")
+    image_id = registry.version_tags(version).get("image.id")
     try:
         image = client.images.get(image_id) if image_id else None
     except Exception:  # noqa: BLE001 - image removed since it was built

@@ -2,9 +2,11 @@
 
 A bundle is a directory with the model file (``model.skops``, scikit-learn's
 safe serialization as MLflow stored it) and ``metadata.json`` (name, version,
-git commit, dataset digest, metrics, feature names, the model file's SHA-256).
-It is exported from the registry on the host, so neither the scoring service
-nor its image needs MLflow.
+git commit, dataset digest, metrics, the model file's SHA-256, and from the
+model's spec: the data contract, the output method, the prediction range and
+example rows). It is exported from the registry on the host
+(:func:`ml_service.registry.export.export_bundle`), so neither the scoring
+service nor its image needs MLflow or the model package.
 
 Loading a model never runs code from the registry: only the sklearn flavor in
 skops format is accepted, its file name must be a plain name inside the
@@ -18,13 +20,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from diabetes_regression.schema import CONTRACT
-from ml_service.errors import MlopsError, UsageError
+from ml_service.contract import DataContract
+from ml_service.errors import MlopsError
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +46,20 @@ class BundleMetadata:
     metrics: dict[str, float] = field(default_factory=dict)
     feature_names: list[str] = field(default_factory=list)
     sklearn_version: str = ""
+    contract: dict[str, Any] = field(default_factory=dict)
+    output: str = "predict"
+    prediction_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
+    example: list[list[float]] = field(default_factory=list)
 
     @classmethod
-    def read(cls, directory: Path) -> "BundleMetadata":
+    def read(cls, directory: Path) -> BundleMetadata:
         """Read ``metadata.json`` from a bundle directory."""
         return cls(**json.loads((directory / METADATA_FILE).read_text()))
+
+    @property
+    def data_contract(self) -> DataContract:
+        """The model's data contract, as its spec declared it."""
+        return DataContract.from_json(self.contract)
 
     def write(self, directory: Path) -> Path:
         """Write ``metadata.json`` into ``directory``; return its path."""
@@ -67,7 +77,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def checked_model_file(local: Path, what: str) -> tuple[dict, Path]:
+def checked_model_file(local: Path, what: str) -> tuple[dict[str, Any], Path]:
     """The skops model file of a model directory downloaded from the registry.
 
     Args:
@@ -104,7 +114,7 @@ def checked_model_file(local: Path, what: str) -> tuple[dict, Path]:
     return flavor, path
 
 
-def load_skops(path: Path, what: str):
+def load_skops(path: Path, what: str) -> Any:
     """Load a skops file trusting only skops' default types.
 
     Raises:
@@ -121,63 +131,3 @@ def load_skops(path: Path, what: str):
         raise MlopsError(f"{what} contains types skops does not trust by default "
                          f"({', '.join(sorted(untrusted)[:5])}): refusing to load it")
     return skops.io.load(path, trusted=[])
-
-
-def export_bundle(registry, version: int, directory: Path) -> BundleMetadata:
-    """Download ``version`` from the registry into ``directory`` as a bundle.
-
-    Args:
-        registry: A connected :class:`ml_service.registry.Registry`.
-        version: The model version to export.
-        directory: Target directory: new, empty, or an earlier bundle (replaced).
-
-    Raises:
-        MlopsError: If the version does not exist, or is not a model this
-            pipeline would load (see :func:`checked_model_file`, :func:`load_skops`).
-        UsageError: If ``directory`` holds anything but an earlier bundle.
-    """
-    import mlflow.artifacts
-
-    info = registry.get_version(version)
-    _check_replaceable(directory)
-    what = f"{registry.name} version {version}"
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{registry.name}/{version}", dst_path=tmp
-            )
-        )
-        flavor, model_file = checked_model_file(local, what)
-        load_skops(model_file, what)  # a bundle the service would refuse is no bundle
-        if directory.exists():
-            shutil.rmtree(directory)
-        directory.mkdir(parents=True)
-        shutil.copy2(model_file, directory / MODEL_FILE)
-
-    tags = info.tags
-    metadata = BundleMetadata(
-        name=registry.name,
-        version=int(version),
-        sha256=sha256_file(directory / MODEL_FILE),
-        git_commit=tags.get("git_commit", "unknown"),
-        dataset_digest=tags.get("dataset_digest", ""),
-        run_id=info.run_id or "",
-        metrics=info.metrics,
-        feature_names=CONTRACT.feature_names,
-        sklearn_version=flavor.get("sklearn_version", ""),
-    )
-    metadata.write(directory)
-    logger.info("exported %s v%s to %s", registry.name, version, directory)
-    return metadata
-
-
-def _check_replaceable(directory: Path) -> None:
-    """Refuse to replace a directory that is not empty and not an earlier bundle."""
-    if directory.is_symlink() or (directory.exists() and not directory.is_dir()):
-        raise UsageError(f"{directory} exists and is not a directory: choose another --out")
-    if directory.is_dir():
-        contents = {p.name for p in directory.iterdir()}
-        if contents and not contents <= {MODEL_FILE, METADATA_FILE}:
-            raise UsageError(
-                f"{directory} is not empty and not a model bundle: choose another --out "
-                "(a bundle directory is replaced, anything else is left alone)")

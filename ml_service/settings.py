@@ -10,12 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from typing import TYPE_CHECKING, Any
+
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-import diabetes_regression
+if TYPE_CHECKING:
+    from ml_service.spec import ModelSpec
 
-DEFAULT_CONFIG = Path(diabetes_regression.__file__).with_name("config.yaml")
 # The official image's multi-platform index for python:3.11-slim, pinned so a
 # rebuild gets the same base; update tag and digest together (MLOPS_BASE_IMAGE
 # overrides it, e.g. with the air-gapped image of infra/base-image/build.sh).
@@ -43,10 +45,18 @@ class Settings(BaseSettings):
         default=Path(".mlflow"),
         description="Directory of the embedded store (SQLite database and artifacts).",
     )
-    model_name: str = Field(default="diabetes-ridge", description="Registered model name.")
-    experiment_name: str = Field(default="diabetes-ridge", description="MLflow experiment.")
-    data_path: Path = Field(default=Path("data/diabetes.csv"), description="Training data.")
-    config_path: Path = Field(default=DEFAULT_CONFIG, description="ML parameters (YAML).")
+    model: str | None = Field(
+        default=None, description="Which installed model (entry point of group mlops.models) "
+        "to use; unset = the only one installed.",
+    )
+    model_name: str = Field(
+        default="", description="Registered model name; default: the spec's name.")
+    experiment_name: str = Field(
+        default="", description="MLflow experiment; default: the registered model name.")
+    data_path: Path | None = Field(
+        default=None, description="Training data CSV; default: the spec's data_path.")
+    config_path: Path | None = Field(
+        default=None, description="ML parameters (YAML); default: the spec's config file.")
     cache_dir: Path = Field(default=Path(".cache/pipeline"), description="Step cache.")
     reports_dir: Path = Field(default=Path("reports"), description="Validation reports.")
     server_timeout: float = Field(
@@ -108,7 +118,8 @@ class Settings(BaseSettings):
     )
 
     # Image and release
-    image_name: str = Field(default="diabetes-ridge-scoring", description="Scoring image name.")
+    image_name: str = Field(
+        default="", description="Scoring image name; default: <model name>-scoring.")
     image_registry: str | None = Field(
         default=None, description="Registry path images are pushed to, e.g. ghcr.io/owner."
     )
@@ -157,20 +168,46 @@ class Settings(BaseSettings):
         description="Set by GitHub Actions: github-hosted or self-hosted.",
     )
 
-    @field_validator("tracking_uri", "scoring_log_dir", "model_sha256", "image_registry",
-                     "scoring_log_uri", "docker_host", "engine_address", "publish_address",
-                     "runner_environment", "docker_ssh_key", "docker_ssh_known_hosts",
+    @field_validator("model", "data_path", "config_path", "tracking_uri", "scoring_log_dir",
+                     "model_sha256", "image_registry", "scoring_log_uri", "docker_host",
+                     "engine_address", "publish_address", "runner_environment",
+                     "docker_ssh_key", "docker_ssh_known_hosts",
                      mode="before")
     @classmethod
-    def _empty_is_unset(cls, value):
+    def _empty_is_unset(cls, value: Any) -> Any:
         # Workflows pass unset secrets and variables as empty strings.
         return None if value == "" else value
 
     @model_validator(mode="after")
-    def _body_limit_follows_the_row_limit(self):
+    def _body_limit_follows_the_row_limit(self) -> Settings:
         if not self.max_body_bytes:
             self.max_body_bytes = 512 * self.max_rows
         return self
+
+    def for_model(self, spec: ModelSpec) -> Settings:
+        """These settings with the model's defaults filled in from its spec."""
+        name = self.model_name or spec.name
+        return self.model_copy(update={
+            "model_name": name,
+            "experiment_name": self.experiment_name or name,
+            "image_name": self.image_name or f"{name}-scoring",
+            "data_path": self.data_path or spec.data_path,
+            "config_path": self.config_path or spec.config_path,
+        })
+
+    @property
+    def data_file(self) -> Path:
+        """The training dataset (after :meth:`for_model`)."""
+        if self.data_path is None:
+            raise RuntimeError("settings were not resolved for a model (for_model)")
+        return self.data_path
+
+    @property
+    def config_file(self) -> Path:
+        """The ML parameters file (after :meth:`for_model`)."""
+        if self.config_path is None:
+            raise RuntimeError("settings were not resolved for a model (for_model)")
+        return self.config_path
 
     @property
     def remote_engine(self) -> bool:

@@ -5,21 +5,25 @@ from __future__ import annotations
 import io
 
 import numpy as np
+from typing import Any
+
 from sklearn import metrics as skm
 
-#: Metrics where a larger value is better; every other metric is an error.
-GREATER_IS_BETTER = frozenset({"r2"})
+from ml_service.spec import Metric
 
 
-def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    """Return RMSE, MSE, MAE and R² of ``y_pred`` against ``y_true``."""
-    mse = float(skm.mean_squared_error(y_true, y_pred))
-    return {
-        "rmse": float(np.sqrt(mse)),
-        "mse": mse,
-        "mae": float(skm.mean_absolute_error(y_true, y_pred)),
-        "r2": float(skm.r2_score(y_true, y_pred)),
-    }
+def rmse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Root mean squared error, in the target's unit."""
+    return float(np.sqrt(skm.mean_squared_error(y_true, y_pred)))
+
+
+#: RMSE, MSE, MAE and R² on the holdout; only R² is better when larger.
+METRICS = (
+    Metric("rmse", rmse, greater_is_better=False),
+    Metric("mse", lambda y, p: float(skm.mean_squared_error(y, p)), greater_is_better=False),
+    Metric("mae", lambda y, p: float(skm.mean_absolute_error(y, p)), greater_is_better=False),
+    Metric("r2", lambda y, p: float(skm.r2_score(y, p)), greater_is_better=True),
+)
 
 
 def diagnostic_plots(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, bytes]:
@@ -48,7 +52,7 @@ def diagnostic_plots(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, bytes]
     return plots
 
 
-def _png(fig) -> bytes:
+def _png(fig: Any) -> bytes:
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()

@@ -1,6 +1,6 @@
-"""The data contract: feature names, dtypes and valid ranges, declared once.
+"""The diabetes data contract: feature names, dtypes and valid ranges, declared once.
 
-Everything that checks data derives from ``CONTRACT``: the Great Expectations
+Everything that checks data derives from ``CONTRACT`` (through the spec): the Great Expectations
 suite that gates training data, the scoring service's request validation and the
 model's MLflow input signature. Change a feature here and all three follow.
 
@@ -12,66 +12,7 @@ catches unit changes and shifted extracts that stay inside the physical limits.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class Feature:
-    """One column of the data contract.
-
-    Attributes:
-        name: Column name, as in the CSV header and the scoring API.
-        description: What the column measures, with its unit.
-        minimum: Smallest physically valid value (inclusive).
-        maximum: Largest physically valid value (inclusive).
-        mean_range: Plausible bounds for the mean of a whole dataset.
-        allowed_values: If set, the only values the column may take.
-    """
-
-    name: str
-    description: str
-    minimum: float
-    maximum: float
-    mean_range: tuple[float, float]
-    allowed_values: tuple[float, ...] | None = None
-
-
-@dataclass(frozen=True)
-class DataContract:
-    """Features, target and dataset-level rules of a tabular regression problem.
-
-    Attributes:
-        name: Name of the dataset, used for the expectation suite and MLflow.
-        features: The model's inputs, in order.
-        target: The column the model predicts.
-        min_rows: Fewest rows a training dataset may have.
-    """
-
-    name: str
-    features: tuple[Feature, ...]
-    target: Feature
-    min_rows: int
-
-    @property
-    def feature_names(self) -> list[str]:
-        """Names of the input features, in model order."""
-        return [f.name for f in self.features]
-
-    @property
-    def columns(self) -> list[str]:
-        """All columns of a training dataset: the features, then the target."""
-        return [*self.feature_names, self.target.name]
-
-    def feature(self, name: str) -> Feature:
-        """Return the feature or target called ``name``.
-
-        Raises:
-            KeyError: If the contract has no such column.
-        """
-        for column in (*self.features, self.target):
-            if column.name == name:
-                return column
-        raise KeyError(name)
+from ml_service.contract import DataContract, Feature
 
 
 CONTRACT = DataContract(

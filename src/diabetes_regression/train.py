@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-import pandas as pd
 from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from diabetes_regression.schema import CONTRACT, DataContract
 
-
-def build_model(params: dict[str, Any]) -> Pipeline:
+def build_model(params: Mapping[str, Any]) -> Pipeline:
     """Return an unfitted scaler + ridge pipeline.
 
     Args:
@@ -24,12 +22,3 @@ def build_model(params: dict[str, Any]) -> Pipeline:
         TypeError: If ``params`` names an argument ``Ridge`` does not take.
     """
     return Pipeline([("scaler", StandardScaler()), ("ridge", Ridge(**params))])
-
-
-def train_model(
-    train: pd.DataFrame, params: dict[str, Any], contract: DataContract = CONTRACT
-) -> Pipeline:
-    """Fit ``build_model(params)`` on the contract's features and target."""
-    model = build_model(params)
-    model.fit(train[contract.feature_names], train[contract.target.name])
-    return model

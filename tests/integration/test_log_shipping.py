@@ -117,7 +117,7 @@ def test_a_refused_upload_loses_nothing_and_is_shipped_after_a_restart(
 
 def serve_to_storage(workdir, frame: pd.DataFrame, uri: str) -> list[tuple[str, int]]:
     """Score ``frame`` through the app with the log shipped to ``uri``; (request id, rows)."""
-    from ml_service.bundle import export_bundle
+    from ml_service.registry.export import export_bundle
     from ml_service.registry import connect
 
     registry = connect(Settings())

@@ -21,7 +21,7 @@ NAMES = CONTRACT.feature_names
 
 def serve_and_log(workdir: Path, frame: pd.DataFrame, batch: int = 20) -> tuple[Path, list]:
     """Score ``frame`` through the real app with the scoring log on; return (log dir, ids)."""
-    from ml_service.bundle import export_bundle
+    from ml_service.registry.export import export_bundle
     from ml_service.registry import connect
 
     settings = Settings()
@@ -208,7 +208,7 @@ def test_monitoring_with_no_log_location_ends_green_with_a_notice(workdir):
 
 def test_collect_skips_rows_whose_request_id_two_requests_used(registered, workdir):
     """A client-chosen X-Request-ID need not be unique: never guess whose outcome it is."""
-    from ml_service.bundle import export_bundle
+    from ml_service.registry.export import export_bundle
     from ml_service.registry import connect
 
     registry = connect(Settings())

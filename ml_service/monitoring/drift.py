@@ -11,11 +11,16 @@ import base64
 import html
 import io
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
-from ml_service.config import MonitoringConfig
+from ml_service.spec import ModelSpec
+from ml_service.training.config import MonitoringConfig
+
+Columns = dict[str, np.ndarray]
 
 
 @dataclass
@@ -38,14 +43,14 @@ class DriftReport:
     reference_rows: int
     current_rows: int
     columns: list[ColumnDrift] = field(default_factory=list)
-    rules: dict = field(default_factory=dict)
+    rules: dict[str, Any] = field(default_factory=dict)
 
     @property
     def drifted(self) -> list[str]:
         """Names of the drifted columns."""
         return [c.name for c in self.columns if c.drifted]
 
-    def as_json(self) -> dict:
+    def as_json(self) -> dict[str, Any]:
         """JSON-ready form, with the drifted column names."""
         return {**asdict(self), "drifted": self.drifted}
 
@@ -69,8 +74,22 @@ def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
     return float(np.sum((actual - expected) * np.log(actual / expected)))
 
 
-def compare(reference: dict[str, np.ndarray], current: dict[str, np.ndarray],
-            rules: MonitoringConfig) -> DriftReport:
+def columns(spec: ModelSpec, model: Any, training: pd.DataFrame,
+            logged: pd.DataFrame) -> tuple[Columns, Columns]:
+    """(reference, current) columns to compare: every feature and the prediction.
+
+    The reference prediction is the served model's on the training data, so
+    a shift in predictions is measured against what the model did there.
+    """
+    names = spec.contract.feature_names
+    features = training[names]
+    reference = {name: features[name].to_numpy() for name in names}
+    reference["prediction"] = spec.predict(model, features)
+    current = {name: logged[name].to_numpy() for name in [*names, "prediction"]}
+    return reference, current
+
+
+def compare(reference: Columns, current: Columns, rules: MonitoringConfig) -> DriftReport:
     """Compare each column of ``current`` with the same column of ``reference``."""
     names = list(reference)
     report = DriftReport(
@@ -110,8 +129,7 @@ def markdown(report: DriftReport, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def html_report(report: DriftReport, reference: dict[str, np.ndarray],
-                current: dict[str, np.ndarray], title: str) -> str:
+def html_report(report: DriftReport, reference: Columns, current: Columns, title: str) -> str:
     """A self-contained HTML page: the table and one histogram per column."""
     import matplotlib
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from diabetes_regression.schema import DataContract
+from ml_service.contract import DataContract
 
 _JSON_TYPE = {
     str: "a string", bool: "a boolean", type(None): "null", list: "a list", dict: "an object"

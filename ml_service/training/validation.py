@@ -1,6 +1,6 @@
 """Data validation: a Great Expectations (1.x) suite built from the data contract.
 
-The suite is derived from ``diabetes_regression.CONTRACT``, never written by
+The suite is derived from the model spec's data contract, never written by
 hand, so the checks on training data cannot drift from the scoring service's
 request validation or the model signature.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from diabetes_regression.schema import DataContract
+from ml_service.contract import DataContract
 
 logger = logging.getLogger(__name__)
 

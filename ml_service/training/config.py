@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ml_service.errors import UsageError
-
-Metric = Literal["rmse", "mse", "mae", "r2"]
+from ml_service.spec import ModelSpec
 
 
 class SplitConfig(BaseModel):
@@ -28,9 +27,9 @@ class GateConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    primary_metric: Metric = "rmse"
+    primary_metric: str = Field(description="A metric of the model's spec.")
     margin: float = Field(default=0.01, ge=0, description="Relative improvement required.")
-    floor: dict[Metric, float] = Field(default_factory=dict)
+    floor: dict[str, float] = Field(default_factory=dict)
 
 
 class MonitoringConfig(BaseModel):
@@ -51,7 +50,7 @@ class PipelineConfig(BaseModel):
 
     model: dict[str, Any] = Field(default_factory=dict)
     split: SplitConfig = Field(default_factory=SplitConfig)
-    gate: GateConfig = Field(default_factory=GateConfig)
+    gate: GateConfig
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
     @field_validator("model")
@@ -69,11 +68,12 @@ class PipelineConfig(BaseModel):
         return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def load_config(path: Path) -> PipelineConfig:
-    """Read and validate the YAML config at ``path``.
+def load_config(path: Path, spec: ModelSpec) -> PipelineConfig:
+    """Read and validate the YAML config at ``path`` for the model of ``spec``.
 
     Raises:
-        UsageError: If the file is missing, not YAML, or has invalid values.
+        UsageError: If the file is missing, not YAML, has invalid values, or
+            names a metric the spec does not declare.
     """
     try:
         raw = yaml.safe_load(Path(path).read_text()) or {}
@@ -84,9 +84,16 @@ def load_config(path: Path) -> PipelineConfig:
     if not isinstance(raw, dict):
         raise UsageError(f"config file {path} must be a mapping of sections")
     try:
-        return PipelineConfig.model_validate(raw)
+        config = PipelineConfig.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         raise UsageError(f"invalid config {path}: {problems}") from None
+    known = spec.metric_names
+    for where, name in [("gate.primary_metric", config.gate.primary_metric),
+                        *(("gate.floor", n) for n in config.gate.floor)]:
+        if name not in known:
+            raise UsageError(f"invalid config {path}: {where} names metric '{name}', which "
+                             f"model '{spec.name}' does not compute ({', '.join(known)})")
+    return config

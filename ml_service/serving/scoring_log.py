@@ -12,7 +12,7 @@ with 503 (back-pressure, the client retries) and counted; on shutdown (SIGTERM
 through uvicorn's lifespan) the queue is drained and the file closed.
 A file is closed when it reaches its size limit or its age limit; with a
 ``ship_to`` URI each closed file is uploaded to object storage
-(:mod:`ml_service.log_shipping`). These files are what ``mlops drift`` and
+(:mod:`ml_service.serving.log_shipping`). These files are what ``mlops drift`` and
 ``mlops collect`` read, from the volume or from the storage.
 """
 
@@ -100,7 +100,7 @@ class ScoringLog:
         self._prefix = f"scoring-{socket.gethostname()}-{os.getpid()}"
         self.shipper = None
         if ship_to:
-            from ml_service.log_shipping import Shipper
+            from ml_service.serving.log_shipping import Shipper
 
             self.shipper = Shipper(ship_to, self.directory)
             self.shipper.ship_leftovers()
@@ -225,7 +225,7 @@ def read_logs(location: str | Path):
     """
     import pandas as pd
 
-    from ml_service.log_shipping import log_files
+    from ml_service.serving.log_shipping import log_files
 
     records = []
     for fs, path in log_files(str(location)):

@@ -1,0 +1,136 @@
+"""Release commands: image, release, push, remote-engine, promote, rollback."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ml_service.cli.common import (
+    VersionOption,
+    chosen_version,
+    connected,
+    guarded,
+    out,
+    settings as load_settings,
+)
+
+if TYPE_CHECKING:
+    from ml_service.registry import Registry
+    from ml_service.release.docker_target import DockerTarget
+    from ml_service.release.promotion import SmokeFactory
+    from ml_service.settings import Settings
+    from ml_service.spec import ModelSpec
+
+app = typer.Typer()
+
+
+def _target(settings: Settings, client: Any = None) -> DockerTarget:
+    from ml_service.release.docker_target import DockerTarget
+    from ml_service.release.image import docker_client
+
+    return DockerTarget(settings, client or docker_client())
+
+
+def _smoke(settings: Settings, spec: ModelSpec, registry: Registry) -> SmokeFactory:
+    from ml_service.release.smoke import smoke_check
+
+    return lambda version: smoke_check(registry, spec, version, settings.smoke_deadline)
+
+
+@app.command()
+@guarded
+def image(version: VersionOption = None) -> None:
+    """Build the scoring image for a version (hermetic: wheels gathered first)."""
+    from ml_service.release.image import build_image
+
+    settings, spec, registry = connected()
+    chosen = chosen_version(registry, version)
+    started = time.perf_counter()
+    image_id, tag = build_image(settings, registry, spec, chosen)
+    out.print(f"built {tag} ({image_id[:19]}) in {time.perf_counter() - started:.1f}s")
+
+
+@app.command()
+@guarded
+def release(
+    version: VersionOption = None,
+    rebuild: Annotated[bool, typer.Option(help="Build even if the version has an image.")] = False,
+) -> None:
+    """Build the image (if needed), run it as QA, smoke-test it, set alias 'qa'."""
+    from ml_service.release.image import build_image, docker_client, image_exists
+    from ml_service.release.promotion import release_qa
+
+    settings, spec, registry = connected()
+    client = docker_client()
+    chosen = chosen_version(registry, version)
+    image_id = registry.version_tags(chosen).get("image.id")
+    if rebuild or not image_id or not image_exists(client, image_id):
+        image_id, _ = build_image(settings, registry, spec, chosen, client)
+    deployment = release_qa(registry, _target(settings, client), chosen, image_id,
+                            _smoke(settings, spec, registry))
+    out.print(
+        f"[green]QA passed[/]: version {chosen} serves at {deployment.url} "
+        f"({deployment.container}, image {image_id[:19]}); alias 'qa' set"
+    )
+
+
+@app.command()
+@guarded
+def push(version: VersionOption = None) -> None:
+    """Push a version's image to MLOPS_IMAGE_REGISTRY (tags v<version> and the commit)."""
+    from ml_service.release.image import push_image
+
+    settings, _, registry = connected()
+    chosen = chosen_version(registry, version, alias="qa")
+    ref = push_image(settings, registry, chosen)
+    out.print(f"pushed version {chosen}: {ref}")
+
+
+@app.command("remote-engine")
+@guarded
+def remote_engine() -> None:
+    """Install the SSH key and known host of an ssh:// DOCKER_HOST, then check the engine.
+
+    Reads DOCKER_SSH_KEY and DOCKER_SSH_KNOWN_HOSTS (secrets in Actions). Does
+    nothing when DOCKER_HOST is unset or not ssh://.
+    """
+    from ml_service.release.image import docker_client
+    from ml_service.release.remote_engine import install_identity, ssh_target
+
+    settings = load_settings()
+    key = settings.docker_ssh_key.get_secret_value() if settings.docker_ssh_key else None
+    out.print(install_identity(settings.docker_host, key, settings.docker_ssh_known_hosts,
+                               Path.home() / ".ssh"), markup=False)
+    if ssh_target(settings.docker_host) is not None:
+        version = docker_client().version().get("Version", "?")
+        out.print(f"Docker engine {version} answers at {settings.docker_host}; its "
+                  f"containers are smoke-tested at {settings.engine_host}", markup=False)
+
+
+@app.command()
+@guarded
+def promote(version: VersionOption = None) -> None:
+    """Run the image that passed QA in production; roll back if its smoke test fails."""
+    from ml_service.release import promotion
+
+    settings, spec, registry = connected()
+    deployment = promotion.promote(registry, _target(settings),
+                                   _smoke(settings, spec, registry), version)
+    out.print(
+        f"[green]promoted[/] version {deployment.version} to production at {deployment.url} "
+        f"(image {deployment.image_id[:19]}); alias 'production' set"
+    )
+
+
+@app.command()
+@guarded
+def rollback() -> None:
+    """Return production to the previously promoted version."""
+    from ml_service.release import promotion
+
+    settings, spec, registry = connected()
+    deployment = promotion.rollback(registry, _target(settings), _smoke(settings, spec, registry))
+    out.print(f"[green]rolled back[/]: production serves version {deployment.version} again")

@@ -1,0 +1,75 @@
+"""`mlops status`: registered versions, aliases, metrics, and what runs where."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import typer
+from rich.table import Table
+
+from ml_service.cli.common import JsonOption, connected, guarded, out, write_json
+from ml_service.errors import MlopsError
+from ml_service.settings import Settings
+
+app = typer.Typer()
+
+#: Metric columns shown: the spec's first ones (all of them are in --json-out).
+SHOWN_METRICS = 4
+
+
+@app.command()
+@guarded
+def status(json_out: JsonOption = None) -> None:
+    """Show registered versions, their aliases and holdout metrics."""
+    settings, spec, registry = connected()
+    versions = registry.versions()
+    write_json(json_out, {
+        "model": registry.name,
+        "tracking_uri": settings.resolved_tracking_uri,
+        "versions": [v.__dict__ for v in versions],
+    })
+    if not versions:
+        out.print(f"no versions of '{registry.name}' registered yet: run `make pipeline`")
+        return
+    metrics = spec.metric_names[:SHOWN_METRICS]
+    table = Table(title=f"{registry.name} @ {settings.resolved_tracking_uri}",
+                  title_justify="left")
+    table.add_column("version")
+    table.add_column("aliases")
+    for metric in metrics:
+        table.add_column(metric, justify="right")
+    for column in ("created", "commit", "forced"):
+        table.add_column(column)
+    for v in versions:
+        created = datetime.fromtimestamp(v.created / 1000, tz=timezone.utc)
+        table.add_row(
+            str(v.version),
+            ", ".join(v.aliases),
+            *[f"{v.metrics[m]:.3f}" if m in v.metrics else "" for m in metrics],
+            created.strftime("%Y-%m-%d %H:%M"),
+            v.tags.get("git_commit", "")[:8],
+            v.tags.get("forced", ""),
+        )
+    out.print(table)
+    _print_deployments(settings)
+
+
+def _print_deployments(settings: Settings) -> None:
+    from ml_service.release.docker_target import DockerTarget
+    from ml_service.release.image import docker_client
+
+    try:
+        running = DockerTarget(settings, docker_client()).statuses()
+    except MlopsError as exc:
+        out.print(f"[dim]deployments: unknown ({exc})[/]")
+        return
+    if not running:
+        out.print("[dim]deployments: no QA or production container[/]")
+        return
+    table = Table(title="deployments", title_justify="left")
+    for column in ("stage", "version", "container", "status", "health", "image"):
+        table.add_column(column)
+    for d in running:
+        table.add_row(d["stage"], d["version"], d["container"], d["status"], d["health"],
+                      d["image"])
+    out.print(table)

@@ -1,0 +1,151 @@
+"""Training commands: data, validate, train, evaluate, run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from ml_service.cli.common import (
+    ConfigOption,
+    DataOption,
+    JsonOption,
+    Progress,
+    connected,
+    guarded,
+    metrics_table,
+    model,
+    out,
+    write_json,
+)
+from ml_service.errors import UsageError
+
+if TYPE_CHECKING:
+    from ml_service.training.pipeline import PipelineResult
+
+app = typer.Typer()
+MODEL_OUT = Path("outputs/model.joblib")
+
+
+@app.command()
+@guarded
+def data(
+    output: Annotated[Optional[Path], typer.Option(
+        "--out", help="Where to write it [default: the model's data_path].")] = None,
+) -> None:
+    """Write the model's example dataset (from its spec) as CSV."""
+    settings, spec = model()
+    if spec.reference_data is None:
+        raise UsageError(f"model '{spec.name}' ships no example dataset: bring your own CSV "
+                         "and set MLOPS_DATA_PATH")
+    target = output or settings.data_file
+    target.parent.mkdir(parents=True, exist_ok=True)
+    spec.reference_data().to_csv(target, index=False)
+    out.print(f"wrote {target}")
+
+
+@app.command()
+@guarded
+def validate(data: DataOption = None) -> None:
+    """Check a dataset against the data contract's expectation suite (exit 3 if it fails)."""
+    from ml_service.training.pipeline import validate_data
+    from ml_service.training.steps import StepRunner
+
+    settings, spec = model()
+    path = data or settings.data_file
+    _, report = validate_data(path, spec.contract, settings, StepRunner(settings.cache_dir))
+    out.print(f"[green]✓[/] {path}: {report.summary()}")
+    out.print(f"report: {settings.reports_dir / 'validation.json'}")
+
+
+@app.command()
+@guarded
+def train(
+    data: DataOption = None,
+    config: ConfigOption = None,
+    output: Annotated[
+        Path, typer.Option("--out", help="Where to save the fitted model (joblib).")
+    ] = MODEL_OUT,
+) -> None:
+    """Validate, split and train; save the model and show its holdout metrics.
+
+    Nothing is logged to MLflow or registered: use `mlops run` for that.
+    """
+    import joblib
+
+    from ml_service.training.config import load_config
+    from ml_service.training.pipeline import build_candidate
+    from ml_service.training.steps import StepRunner
+
+    settings, spec = model()
+    cfg = load_config(config or settings.config_file, spec)
+    progress = Progress()
+    candidate = build_candidate(data or settings.data_file, spec, cfg, settings,
+                                StepRunner(settings.cache_dir, progress))
+    progress.close()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    joblib.dump(candidate.model, output)
+    out.print(metrics_table("holdout metrics", {"candidate": candidate.metrics}))
+    out.print(f"model saved to {output}")
+
+
+@app.command()
+@guarded
+def evaluate(data: DataOption = None, config: ConfigOption = None,
+             json_out: JsonOption = None) -> None:
+    """Compare a fresh candidate with the champion on the same holdout; register nothing."""
+    _pipeline(data, config, json_out, dry_run=True)
+
+
+@app.command()
+@guarded
+def run(
+    data: DataOption = None,
+    config: ConfigOption = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Register even if the gate says no (tagged forced).")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Decide, but log and register nothing (CI builds).")
+    ] = False,
+    json_out: JsonOption = None,
+) -> None:
+    """Run the whole pipeline: validate, split, train, evaluate, gate, register."""
+    _pipeline(data, config, json_out, force=force, dry_run=dry_run)
+
+
+def _pipeline(data: Path | None, config: Path | None, json_out: Path | None,
+              force: bool = False, dry_run: bool = False) -> None:
+    from ml_service.training.config import load_config
+    from ml_service.training.pipeline import run_pipeline
+
+    settings, spec, registry = connected()
+    cfg = load_config(config or settings.config_file, spec)
+    progress = Progress()
+    result = run_pipeline(data or settings.data_file, spec, cfg, settings, registry,
+                          force=force, on_step=progress, dry_run=dry_run)
+    elapsed = progress.close()
+    _summary(result, would=dry_run)
+    out.print(f"[dim]finished in {elapsed:.1f}s; store: {settings.resolved_tracking_uri}[/]")
+    write_json(json_out, result.as_json())
+
+
+def _summary(result: PipelineResult, would: bool = False) -> None:
+    label = f"champion v{result.champion_version}" if result.champion_version else "champion"
+    out.print(metrics_table("holdout metrics",
+                            {"candidate": result.candidate, label: result.champion}))
+    if result.cached_steps:
+        out.print(f"[dim]reused from cache: {', '.join(result.cached_steps)}[/]")
+    if would:
+        verdict = "would register" if result.gate_passed else "would not register"
+        out.print(f"[bold]{verdict}[/]: {result.reason}")
+    elif result.registered:
+        out.print(
+            f"[bold green]registered[/] version {result.version} as champion"
+            f"{' [yellow](forced)[/]' if result.forced else ''}: {result.reason}"
+        )
+    else:
+        out.print(f"[bold yellow]not registered[/]: {result.reason}")
+    if result.run_id:
+        out.print(f"[dim]MLflow run {result.run_id}[/]")

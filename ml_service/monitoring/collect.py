@@ -1,0 +1,87 @@
+"""Scoring logs joined with ground-truth outcomes: the next training dataset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ml_service.contract import DataContract
+from ml_service.errors import DataValidationError, UsageError
+from ml_service.training.validation import validate_frame
+
+
+@dataclass
+class Collected:
+    """The new dataset and how it was made."""
+
+    dataset: pd.DataFrame
+    matched: int
+    logged: int
+    unmatched_outcomes: int
+    skipped_ambiguous: int
+    expectations: int
+
+
+def read_outcomes(path: Path, contract: DataContract) -> pd.DataFrame:
+    """The outcomes CSV: ``request_id``, optionally ``row``, and the target column.
+
+    Raises:
+        UsageError: If the file is missing or lacks a required column.
+    """
+    try:
+        truth = pd.read_csv(path)
+    except FileNotFoundError:
+        raise UsageError(f"outcomes file not found: {path}") from None
+    missing = {"request_id", contract.target.name} - set(truth.columns)
+    if missing:
+        raise UsageError(f"{path} lacks column(s) {sorted(missing)}")
+    return truth
+
+
+def collect(logged: pd.DataFrame, truth: pd.DataFrame, contract: DataContract,
+            base: pd.DataFrame | None = None, outcomes_name: str = "the outcomes") -> Collected:
+    """Join logged rows with their outcomes; check the result against the contract.
+
+    Args:
+        logged: The scoring log (request_id, row, features, ...).
+        truth: Outcomes by request_id (and row, for multi-row requests).
+        contract: The model's data contract.
+        base: An existing dataset to extend, or None.
+        outcomes_name: How to name the outcomes in errors.
+
+    Raises:
+        UsageError: If the log is empty or outcomes of multi-row requests lack ``row``.
+        DataValidationError: If the collected dataset breaks the contract.
+    """
+    target = contract.target.name
+    if logged.empty:
+        raise UsageError("the scoring log is empty")
+    # A client-chosen X-Request-ID need not be unique: a row logged twice
+    # under one id could pair one client's outcome with another's inputs.
+    logged = logged.astype({"request_id": str})
+    ambiguous = logged.duplicated(["request_id", "row"], keep=False)
+    logged = logged[~ambiguous]
+    keys = ["request_id", "row"]
+    if "row" not in truth.columns:
+        multi = logged.groupby("request_id").size()
+        if (multi > 1).any():
+            raise UsageError(
+                f"{outcomes_name} has no 'row' column but request {multi.idxmax()} scored "
+                f"{multi.max()} rows: add the row index to the outcomes"
+            )
+        keys = ["request_id"]
+    truth = truth.astype({"request_id": str})
+    merged = logged.merge(truth[[*keys, target]], on=keys, how="inner")
+    dataset = merged[contract.columns]
+    if base is not None:
+        dataset = pd.concat([base[contract.columns], dataset], ignore_index=True)
+    report = validate_frame(dataset, contract)
+    if not report.success:
+        raise DataValidationError(
+            f"the collected dataset breaks the data contract\n{report.summary()}", report=report
+        )
+    return Collected(dataset=dataset, matched=len(merged), logged=len(logged),
+                     unmatched_outcomes=len(truth) - len(merged),
+                     skipped_ambiguous=int(ambiguous.sum()), expectations=report.evaluated)

@@ -1,0 +1,88 @@
+"""Exporting a registered version as a model bundle (see :mod:`ml_service.bundle`)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+from ml_service.bundle import (
+    METADATA_FILE,
+    MODEL_FILE,
+    BundleMetadata,
+    checked_model_file,
+    load_skops,
+    sha256_file,
+)
+from ml_service.errors import UsageError
+from ml_service.registry.store import Registry
+from ml_service.spec import ModelSpec
+
+logger = logging.getLogger(__name__)
+
+
+def export_bundle(registry: Registry, version: int, directory: Path,
+                  spec: ModelSpec) -> BundleMetadata:
+    """Download ``version`` from the registry into ``directory`` as a bundle.
+
+    Args:
+        registry: A connected :class:`ml_service.registry.Registry`.
+        version: The model version to export.
+        directory: Target directory: new, empty, or an earlier bundle (replaced).
+        spec: The model's spec: its contract and output go into the bundle.
+
+    Raises:
+        MlopsError: If the version does not exist, or is not a model this
+            pipeline would load (see :func:`checked_model_file`, :func:`load_skops`).
+        UsageError: If ``directory`` holds anything but an earlier bundle.
+    """
+    import mlflow.artifacts
+
+    info = registry.get_version(version)
+    _check_replaceable(directory)
+    what = f"{registry.name} version {version}"
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{registry.name}/{version}", dst_path=tmp
+            )
+        )
+        flavor, model_file = checked_model_file(local, what)
+        load_skops(model_file, what)  # a bundle the service would refuse is no bundle
+        if directory.exists():
+            shutil.rmtree(directory)
+        directory.mkdir(parents=True)
+        shutil.copy2(model_file, directory / MODEL_FILE)
+
+    tags = info.tags
+    metadata = BundleMetadata(
+        name=registry.name,
+        version=int(version),
+        sha256=sha256_file(directory / MODEL_FILE),
+        git_commit=tags.get("git_commit", "unknown"),
+        dataset_digest=tags.get("dataset_digest", ""),
+        run_id=info.run_id or "",
+        metrics=info.metrics,
+        feature_names=spec.contract.feature_names,
+        sklearn_version=flavor.get("sklearn_version", ""),
+        contract=spec.contract.to_json(),
+        output=spec.output,
+        prediction_range=list(spec.prediction_range),
+        example=[list(row) for row in spec.example],
+    )
+    metadata.write(directory)
+    logger.info("exported %s v%s to %s", registry.name, version, directory)
+    return metadata
+
+
+def _check_replaceable(directory: Path) -> None:
+    """Refuse to replace a directory that is not empty and not an earlier bundle."""
+    if directory.is_symlink() or (directory.exists() and not directory.is_dir()):
+        raise UsageError(f"{directory} exists and is not a directory: choose another --out")
+    if directory.is_dir():
+        contents = {p.name for p in directory.iterdir()}
+        if contents and not contents <= {MODEL_FILE, METADATA_FILE}:
+            raise UsageError(
+                f"{directory} is not empty and not a model bundle: choose another --out "
+                "(a bundle directory is replaced, anything else is left alone)")

@@ -1,0 +1,1 @@
+"""Release: the scoring image, the smoke test, deploy targets and promotion."""

@@ -1,0 +1,238 @@
+"""The Docker deploy target: each stage is a container on a Docker engine.
+
+The Docker SDK talks to whatever ``DOCKER_HOST`` points at (this machine, or a
+lasting host over ssh://). Containers carry labels naming their stage and
+model version, so the engine itself says what runs where.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from ml_service.errors import UsageError
+from ml_service.release.ports import Deployment, ReleaseError, SmokeCheck
+from ml_service.release.smoke import wait_healthy
+from ml_service.settings import Settings
+
+STAGE_LABEL = "io.github.mlops-template.stage"
+VERSION_LABEL = "io.github.mlops-template.model.version"
+
+
+def container_environment(settings: Settings) -> dict[str, str]:
+    """What a stage container needs beyond the image: where to ship its scoring log.
+
+    The storage credentials are passed by name from this process's
+    environment (the workflow maps them from secrets), never baked in.
+    """
+    if not settings.scoring_log_uri:
+        return {}
+    environment = {"MLOPS_SCORING_LOG_URI": settings.scoring_log_uri}
+    for name in settings.scoring_log_credentials:
+        if os.environ.get(name):
+            environment[name] = os.environ[name]
+    return environment
+
+
+def check_lasting_target(settings: Settings) -> None:
+    """Refuse to deploy production where it cannot outlive the job.
+
+    A GitHub-hosted runner is discarded when its job ends, and its Docker
+    engine with it: a production container there would be gone minutes after
+    alias ``production`` said it serves.
+
+    Raises:
+        UsageError: On a GitHub-hosted runner without a remote DOCKER_HOST.
+    """
+    if settings.runner_environment == "github-hosted" and not settings.remote_engine:
+        raise UsageError(
+            "refusing to deploy production to this GitHub-hosted runner's own Docker engine: "
+            "the runner is discarded when the job ends, so nothing would keep serving while "
+            "alias 'production' said it did. Configure a lasting target: a Docker host (the "
+            "production environment's secrets DOCKER_HOST=ssh://user@host, DOCKER_SSH_KEY and "
+            "DOCKER_SSH_KNOWN_HOSTS), or a self-hosted runner on the serving host (repository "
+            "variable PRODUCTION_RUNNER=<its label>); see docs/github-setup.md, section 3"
+        )
+
+
+class DockerTarget:
+    """Stages as containers ``<model name>-<stage>`` on one Docker engine."""
+
+    def __init__(self, settings: Settings, client: Any):
+        self.settings = settings
+        self.client = client
+
+    # -- DeployTarget
+
+    def ensure_lasting(self) -> None:
+        """See :func:`check_lasting_target`."""
+        check_lasting_target(self.settings)
+
+    def resolve_image(self, version: int, tags: Mapping[str, str]) -> str:
+        """The image ID recorded for ``version``, pulled by digest if it is not local.
+
+        Raises:
+            ReleaseError: If no image was built for it, or the pulled image differs.
+        """
+        from docker.errors import ImageNotFound
+
+        image_id = tags.get("image.id")
+        if not image_id:
+            raise ReleaseError(
+                f"no image was built for version {version}: run `mlops release --version "
+                f"{version}`"
+            )
+        try:
+            self.client.images.get(image_id)
+            return image_id
+        except ImageNotFound:
+            pass
+        ref = tags.get("image.ref")
+        if not ref:
+            raise ReleaseError(
+                f"image {image_id[:19]} of version {version} is not on this engine and was "
+                "never pushed: run `mlops push` where it was built, or `mlops release --rebuild`"
+            )
+        pulled = self.client.images.pull(ref)
+        if pulled.id != image_id:
+            raise ReleaseError(f"{ref} is image {pulled.id[:19]}, expected {image_id[:19]}")
+        return image_id
+
+    def current_version(self, stage: str) -> int | None:
+        """The version label of the stage's container, or None."""
+        current = self._get(self.container_name(stage))
+        label = current.labels.get(VERSION_LABEL) if current is not None else None
+        return int(label) if label else None
+
+    def deploy(self, stage: str, version: int, image: str, smoke: SmokeCheck,
+               keep_previous: bool) -> Deployment:
+        """Run ``image`` as ``stage``; see :class:`ml_service.release.ports.DeployTarget`."""
+        if keep_previous:
+            return self._switch(stage, version, image, smoke)
+        name = self.container_name(stage)
+        old = self._get(name)
+        if old is not None:
+            old.remove(force=True)
+        self._start(stage, image, version, name)
+        url = self._url(self._port(stage))
+        smoke(url)
+        return Deployment(stage, version, name, image, url)
+
+    # -- what runs where
+
+    def container_name(self, stage: str) -> str:
+        """Name of a stage's container, e.g. ``diabetes-ridge-production``."""
+        return f"{self.settings.model_name}-{stage}"
+
+    def statuses(self) -> list[dict[str, str]]:
+        """Each stage container's stage, version, image and health."""
+        found = []
+        for container in self.client.containers.list(all=True,
+                                                     filters={"label": STAGE_LABEL}):
+            state = container.attrs.get("State", {})
+            found.append(
+                {
+                    "container": container.name,
+                    "stage": container.labels.get(STAGE_LABEL, ""),
+                    "version": container.labels.get(VERSION_LABEL, ""),
+                    "image": container.image.id[:19] if container.image else "",
+                    "status": state.get("Status", container.status),
+                    "health": state.get("Health", {}).get("Status", ""),
+                }
+            )
+        return sorted(found, key=lambda d: d["container"])
+
+    # -- internals
+
+    def _switch(self, stage: str, version: int, image: str, smoke: SmokeCheck) -> Deployment:
+        """Smoke-test ``image`` beside the stage's container, then swap it in.
+
+        The candidate first runs on a spare port while the current container
+        keeps serving; only a candidate that passes replaces it. The swap
+        itself is smoke-tested again, with the old container kept stopped as a
+        standby until the new one passes.
+        """
+        name = self.container_name(stage)
+        current = self._get(name)
+        serving = (
+            f"{stage} is untouched and still serves version {current.labels.get(VERSION_LABEL)}"
+            if current is not None else "nothing was deployed"
+        )
+        candidate = self._start("candidate", image, version, f"{name}-candidate")
+        try:
+            smoke(self._published_url(candidate))
+        except ReleaseError as exc:
+            raise ReleaseError(f"{exc}; {serving}") from None
+        finally:
+            candidate.remove(force=True)
+
+        standby = f"{name}-previous"
+        stale = self._get(standby)
+        if stale is not None:
+            stale.remove(force=True)
+        if current is not None:
+            current.stop(timeout=10)
+            current.rename(standby)
+        url = self._url(self._port(stage))
+        try:
+            self._start(stage, image, version, name)
+            smoke(url)
+        except Exception as exc:
+            failed = self._get(name)
+            if failed is not None:
+                failed.remove(force=True)
+            if current is not None:
+                current.rename(name)
+                current.start()
+                wait_healthy(url, self.settings.smoke_deadline)
+            raise ReleaseError(
+                f"version {version} passed its smoke test but failed on the {stage} port: {exc}; "
+                f"the previous {stage} container is serving again"
+            ) from None
+        if current is not None:
+            current.remove(force=True)
+        return Deployment(stage, version, name, image, url)
+
+    def _port(self, stage: str) -> int | None:
+        # A candidate gets a free port chosen by Docker; see _published_url.
+        ports = {"qa": self.settings.qa_port, "production": self.settings.production_port}
+        return ports.get(stage)
+
+    def _start(self, stage: str, image_id: str, version: int, name: str) -> Any:
+        settings = self.settings
+        return self.client.containers.run(
+            image_id,
+            name=name,
+            detach=True,
+            ports={"8080/tcp": (settings.bind_address, self._port(stage))},
+            environment=container_environment(settings),
+            labels={STAGE_LABEL: stage, VERSION_LABEL: str(version)},
+            restart_policy={"Name": "unless-stopped"},
+            read_only=True,
+            # It serves on 8080 as uid 10001: no capability is needed.
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges:true"],
+            mem_limit=settings.container_memory,
+            pids_limit=settings.container_pids,
+            tmpfs={"/tmp": "size=16m"},
+            # One scoring-log volume per stage, kept across deployments.
+            volumes={f"{self.container_name(stage)}-scoring-log": {
+                "bind": "/var/log/scoring", "mode": "rw"}},
+        )
+
+    def _url(self, port: int | str | None) -> str:
+        return f"http://{self.settings.engine_host}:{port}"
+
+    def _published_url(self, container: Any) -> str:
+        container.reload()
+        binding = container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]
+        return self._url(binding["HostPort"])
+
+    def _get(self, name: str) -> Any:
+        from docker.errors import NotFound
+
+        try:
+            return self.client.containers.get(name)
+        except NotFound:
+            return None

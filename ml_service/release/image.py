@@ -1,0 +1,223 @@
+"""The scoring image: gather wheels on the host, build with no network, push by digest.
+
+Each build is recorded on the model version (tags ``image.id``/``image.tag``; a
+push adds ``image.ref``, the pushed digest), so promotion can run the exact
+image that passed QA on any engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ml_service.registry.export import export_bundle
+from ml_service.errors import MlopsError, UsageError
+from ml_service.release.ports import ReleaseError
+from ml_service.settings import Settings
+from ml_service.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from ml_service.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+PROJECT = Path(__file__).resolve().parents[2]
+DOCKERFILE = PROJECT / "environments" / "scoring" / "Dockerfile"
+SCORING_REQUIREMENTS = PROJECT / "environments" / "scoring" / "requirements.txt"
+
+
+def docker_client() -> Any:
+    """A Docker SDK client that has answered a ping.
+
+    Raises:
+        MlopsError: If the SDK cannot reach an engine, with what to do about it.
+    """
+    import docker
+    import paramiko
+    from docker.errors import DockerException
+
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except (DockerException, OSError) as exc:
+        raise MlopsError(
+            f"no Docker engine is reachable ({exc.__class__.__name__}): start Docker, "
+            "or set DOCKER_HOST to a running engine"
+        ) from None
+    except paramiko.SSHException as exc:  # ssh:// engines: unknown host key, refused key
+        raise MlopsError(
+            f"no Docker engine is reachable at {os.environ.get('DOCKER_HOST')} over SSH "
+            f"({exc.__class__.__name__}: {exc}): install the key and host key with "
+            "`make remote-engine` (DOCKER_SSH_KEY, DOCKER_SSH_KNOWN_HOSTS)"
+        ) from None
+    return client
+
+
+def gather_wheels(settings: Settings) -> tuple[Path, Path]:
+    """Download the scoring image's wheels on the host, checked against their hashes.
+
+    The requirements are ``environments/scoring/requirements.txt`` (exported from
+    uv.lock by ``make environments``); the project's own wheel is built from
+    the checkout.
+
+    Returns:
+        (requirements file, wheels directory). The wheels directory is kept
+        between builds, so only new pins are downloaded.
+    """
+    wheels = settings.build_dir.resolve() / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    arch = platform.machine()
+    _run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+         "--require-hashes", "--no-deps", "--only-binary=:all:",
+         "--python-version", settings.image_python, "--implementation", "cp",
+         "--platform", f"manylinux_2_17_{arch}", "--platform", f"manylinux2014_{arch}",
+         "--platform", f"manylinux_2_28_{arch}", "--platform", f"manylinux_2_34_{arch}",
+         "-r", str(SCORING_REQUIREMENTS), "--dest", str(wheels)],
+        "download the scoring wheels",
+    )
+    for old in wheels.glob("mlops_template-*.whl"):
+        old.unlink()
+    _run(
+        [str(Path(sys.executable).parent / "uv"), "build", "--wheel", "--quiet",
+         "--out-dir", str(wheels), str(PROJECT)],
+        "build the project wheel",
+    )
+    return SCORING_REQUIREMENTS, wheels
+
+
+def _run(command: list[str], what: str) -> None:
+    result = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT)
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
+        raise MlopsError(f"could not {what}: " + " | ".join(tail))
+
+
+def ensure_base_image(client: Any, reference: str) -> str:
+    """Make sure the engine has the base image ``reference``, pulling it if not.
+
+    Hosted CI runners start with no images, so a missing base is pulled (by
+    the digest in the reference, when it has one). The build itself then runs
+    with no network.
+
+    Returns:
+        The base image's ID.
+
+    Raises:
+        MlopsError: If it is missing and cannot be pulled, with both ways out.
+    """
+    from docker.errors import DockerException, ImageNotFound
+
+    try:
+        return str(client.images.get(reference).id)
+    except ImageNotFound:
+        pass
+    logger.info("base image %s is not on the engine: pulling it", reference)
+    try:
+        return str(client.images.pull(reference).id)
+    except DockerException as exc:
+        reason = getattr(exc, "explanation", None) or str(exc)
+        raise MlopsError(
+            f"base image {reference} is not on this Docker engine and could not be pulled "
+            f"({reason}); on a host without registry access build one with "
+            "infra/base-image/build.sh and set MLOPS_BASE_IMAGE to it"
+        ) from None
+
+
+def build_image(settings: Settings, registry: Registry, spec: ModelSpec, version: int,
+                client: Any = None) -> tuple[str, str]:
+    """Build the scoring image for ``version`` with no network during the build.
+
+    Returns:
+        (image ID, tag). Both are also recorded as tags on the model version.
+    """
+    from docker.errors import BuildError
+
+    client = client or docker_client()
+    ensure_base_image(client, settings.base_image)
+    requirements, wheels = gather_wheels(settings)
+    context = settings.build_dir.resolve() / "context"
+    if context.exists():
+        shutil.rmtree(context)
+    context.mkdir(parents=True)
+    shutil.copy2(DOCKERFILE, context / "Dockerfile")
+    shutil.copy2(requirements, context / "requirements.txt")
+    shutil.copytree(wheels, context / "wheels")
+    metadata = export_bundle(registry, version, context / "bundle", spec)
+
+    tag = f"{settings.image_name}:v{version}"
+    started = time.perf_counter()
+    try:
+        image, _ = client.images.build(
+            path=str(context),
+            tag=tag,
+            rm=True,
+            forcerm=True,
+            pull=False,
+            network_mode="none",  # hermetic: everything comes from the context
+            buildargs={
+                "BASE_IMAGE": settings.base_image,
+                "MODEL_NAME": metadata.name,
+                "MODEL_VERSION": str(version),
+                "GIT_COMMIT": metadata.git_commit,
+                "MODEL_SHA256": metadata.sha256,
+            },
+        )
+    except BuildError as exc:
+        log = "".join(chunk.get("stream", "") for chunk in exc.build_log)[-2000:]
+        raise MlopsError(f"docker build failed: {exc.msg}\n{log}") from None
+    logger.info("built %s (%s) in %.1fs", tag, image.id, time.perf_counter() - started)
+    registry.set_version_tag(version, "image.id", image.id)
+    registry.set_version_tag(version, "image.tag", tag)
+    return str(image.id), tag
+
+
+def push_image(settings: Settings, registry: Registry, version: int, client: Any = None) -> str:
+    """Push the version's image to ``MLOPS_IMAGE_REGISTRY``, tagged v<version> and commit.
+
+    Returns:
+        The pushed image's digest reference (``repo@sha256:...``), also recorded
+        on the model version as tag ``image.ref`` so another machine can pull
+        exactly this image.
+    """
+    if not settings.image_registry:
+        raise UsageError("set MLOPS_IMAGE_REGISTRY to push, e.g. ghcr.io/<owner>")
+    client = client or docker_client()
+    tags = registry.version_tags(version)
+    image_id = tags.get("image.id")
+    if not image_id:
+        raise ReleaseError(
+            f"no image was built for version {version}: run `mlops release --version {version}`")
+    image = client.images.get(image_id)
+    # Registries such as GHCR want lower-case repository names.
+    repository = f"{settings.image_registry.rstrip('/')}/{settings.image_name}".lower()
+    commit = tags.get("git_commit", "unknown")[:12]
+    for tag in dict.fromkeys([f"v{version}", commit]):
+        image.tag(repository, tag)
+        for line in client.images.push(repository, tag=tag, stream=True, decode=True):
+            if "error" in line:
+                raise ReleaseError(f"push of {repository}:{tag} failed: {line['error']}")
+    image.reload()
+    refs = [d for d in image.attrs.get("RepoDigests", []) if d.startswith(repository + "@")]
+    if not refs:
+        raise ReleaseError(f"{repository} has no digest for image {image.id[:19]} after the push")
+    registry.set_version_tag(version, "image.ref", refs[0])
+    return str(refs[0])
+
+
+def image_exists(client: Any, image_id: str) -> bool:
+    """Whether the engine has ``image_id``."""
+    from docker.errors import ImageNotFound
+
+    try:
+        client.images.get(image_id)
+        return True
+    except ImageNotFound:
+        return False

@@ -1,0 +1,116 @@
+"""The promotion state machine: QA, production, rollback.
+
+It talks to the outside world only through the two ports of
+:mod:`ml_service.release.ports`, so every path (first promotion, replacement,
+a candidate failing its smoke test, rollback, rollback with no history) is
+unit-tested with fakes. The state lives in the registry:
+
+- alias ``qa``: the version whose image passed the QA smoke test;
+- alias ``production``: the version serving in production, and the registered
+  model tag ``production.history`` (versions in promotion order) for rollback.
+
+Promotion runs the exact image that passed QA (the one recorded on the
+version), never a rebuild.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+
+from ml_service.release.ports import (
+    DeployTarget,
+    Deployment,
+    ReleaseError,
+    ReleaseRegistry,
+    SmokeCheck,
+)
+
+logger = logging.getLogger(__name__)
+
+HISTORY_TAG = "production.history"
+
+#: Builds the smoke check of a version (what its predictions must be).
+SmokeFactory = Callable[[int], SmokeCheck]
+
+
+def release_qa(registry: ReleaseRegistry, target: DeployTarget, version: int, image: str,
+               smoke_for: SmokeFactory) -> Deployment:
+    """Replace the QA instance with ``image``, smoke-test it, then set alias ``qa``.
+
+    Raises:
+        ReleaseError: If the smoke test fails; alias ``qa`` is unchanged.
+    """
+    try:
+        deployment = target.deploy("qa", version, image, smoke_for(version),
+                                   keep_previous=False)
+    except ReleaseError as exc:
+        raise ReleaseError(f"QA smoke test failed for version {version}: {exc}") from None
+    registry.set_alias("qa", version)
+    return deployment
+
+
+def promote(registry: ReleaseRegistry, target: DeployTarget, smoke_for: SmokeFactory,
+            version: int | None = None) -> Deployment:
+    """Run the image that passed QA in production; keep the old one if it fails.
+
+    Args:
+        version: Version to promote; defaults to the one with alias ``qa``.
+
+    Raises:
+        ReleaseError: If no version passed QA, or the smoke test fails. The
+            previous production instance is serving and alias ``production``
+            is unchanged.
+    """
+    target.ensure_lasting()
+    version = version or registry.alias_version("qa")
+    if version is None:
+        raise ReleaseError("no version has passed QA yet: run `mlops release` first")
+    deployment = _deploy_production(registry, target, smoke_for, version)
+    history = production_history(registry)
+    if not history or history[-1] != version:
+        history.append(version)
+    registry.set_model_tag(HISTORY_TAG, json.dumps(history))
+    return deployment
+
+
+def rollback(registry: ReleaseRegistry, target: DeployTarget,
+             smoke_for: SmokeFactory) -> Deployment:
+    """Return production to the version promoted before the current one.
+
+    Raises:
+        ReleaseError: If production has had fewer than two versions, or the
+            previous version fails its smoke test (production unchanged).
+    """
+    target.ensure_lasting()
+    history = production_history(registry)
+    current = registry.alias_version("production")
+    if current is not None and (not history or history[-1] != current):
+        history.append(current)
+    if len(history) < 2:
+        raise ReleaseError("nothing to roll back to: production has had only one version"
+                           if history else "nothing to roll back to: nothing was promoted yet")
+    previous = history[-2]
+    deployment = _deploy_production(registry, target, smoke_for, previous)
+    registry.set_model_tag(HISTORY_TAG, json.dumps(history[:-1]))
+    return deployment
+
+
+def production_history(registry: ReleaseRegistry) -> list[int]:
+    """Versions promoted to production, oldest first."""
+    return [int(v) for v in json.loads(registry.model_tag(HISTORY_TAG) or "[]")]
+
+
+def _deploy_production(registry: ReleaseRegistry, target: DeployTarget,
+                       smoke_for: SmokeFactory, version: int) -> Deployment:
+    image = target.resolve_image(version, registry.version_tags(version))
+    try:
+        deployment = target.deploy("production", version, image, smoke_for(version),
+                                   keep_previous=True)
+    except ReleaseError as exc:
+        raise ReleaseError(f"production smoke test failed for version {version}: {exc}; "
+                           "alias 'production' unchanged") from None
+    registry.set_alias("production", version)
+    logger.info("production serves version %s", version)
+    return deployment

@@ -1,0 +1,74 @@
+"""The smoke test: a new instance is healthy and predicts what the registry's model does."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ml_service.release.ports import ReleaseError, ReleaseRegistry, SmokeCheck
+from ml_service.spec import ModelSpec
+
+
+def wait_healthy(url: str, deadline: float) -> float:
+    """Poll ``url``/health until it answers 200; return the seconds it took.
+
+    Raises:
+        ReleaseError: If it does not within ``deadline`` seconds.
+    """
+    import requests
+
+    started = time.monotonic()
+    last = "no answer"
+    while True:
+        try:
+            response = requests.get(f"{url}/health", timeout=2)
+            if response.status_code == 200:
+                return time.monotonic() - started
+            last = f"HTTP {response.status_code}"
+        except requests.RequestException as exc:
+            last = type(exc).__name__
+        if time.monotonic() - started > deadline:
+            raise ReleaseError(f"{url} not healthy within {deadline:.0f}s (last: {last})")
+        time.sleep(0.25)
+
+
+def smoke_test(url: str, version: int, expected: np.ndarray, rows: list[list[float]],
+               deadline: float) -> None:
+    """Wait for ``url`` to be healthy, then check it scores ``rows`` as ``expected``.
+
+    Raises:
+        ReleaseError: If the service is not healthy in time, serves another
+            version, or predicts differently from the registry's model.
+    """
+    import requests
+
+    wait_healthy(url, deadline)
+    response = requests.post(f"{url}/score", json={"data": rows}, timeout=10)
+    if response.status_code != 200:
+        raise ReleaseError(f"{url}/score answered {response.status_code}: {response.text[:300]}")
+    body = response.json()
+    served = body.get("model", {}).get("version")
+    if served != version:
+        raise ReleaseError(f"{url} serves version {served}, expected {version}")
+    got = np.asarray(body.get("result"), dtype=float)
+    if got.shape != expected.shape or not np.allclose(got, expected, rtol=1e-9, atol=1e-9):
+        raise ReleaseError(
+            f"{url} predictions {got.round(4).tolist()} differ from the registry model's "
+            f"{expected.round(4).tolist()}"
+        )
+
+
+def smoke_check(registry: ReleaseRegistry, spec: ModelSpec, version: int,
+                deadline: float) -> SmokeCheck:
+    """The check for ``version``: the spec's example rows, scored as the registry's copy does."""
+    import pandas as pd
+
+    rows = [list(row) for row in spec.example]
+    model = registry.load_model(version)
+    expected = spec.predict(model, pd.DataFrame(rows, columns=spec.contract.feature_names))
+
+    def check(url: str) -> None:
+        smoke_test(url, version, expected, rows, deadline)
+
+    return check

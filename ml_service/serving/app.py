@@ -1,0 +1,211 @@
+"""The scoring service: FastAPI app over a model bundle.
+
+HTTP contract (MLOpsPython's, extended):
+
+- ``POST /score`` with ``{"data": [[n numbers], ...]}`` or
+  ``{"data": [{"feature": ..., ...}, ...]}`` returns
+  ``{"result": [numbers], "model": {"name": ..., "version": ...}}``.
+- ``GET /health``, ``GET /metadata``, ``GET /metrics`` (Prometheus), ``/docs``.
+
+Bad input never yields a 5xx: contract violations are 422 with the row and
+feature named, bodies over the limit are 413. The model file's SHA-256 is
+checked before the app accepts a request; a mismatch stops the start. The data
+contract comes from the bundle, so the service knows no model package.
+
+The module imports neither MLflow nor the training stack, so the scoring image
+stays small.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import uuid
+import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
+
+from ml_service.bundle import MODEL_FILE, BundleMetadata, sha256_file
+from ml_service.serving.metrics import MetricsMiddleware, ServiceMetrics
+from ml_service.serving.requests import check_json, check_row_count, read_body, reject_constant
+from ml_service.serving.schema import score_request_schema
+from ml_service.serving.scoring_log import Batch, ScoringLog, now_iso
+from ml_service.serving.validation import RequestError, RowValidator
+from ml_service.settings import Settings
+from ml_service.spec import predictions
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+logger = logging.getLogger(__name__)
+
+
+class ModelIntegrityError(RuntimeError):
+    """The bundled model file is not the one the image or bundle was built with."""
+
+
+def load_bundle(directory: Path, expected_sha256: str | None = None) -> tuple[Any, BundleMetadata]:
+    """Load a bundle's model after checking its SHA-256.
+
+    Args:
+        directory: Bundle directory (model file and metadata.json).
+        expected_sha256: Hash to check against; defaults to the one in metadata.json.
+
+    Returns:
+        (model, metadata)
+
+    Raises:
+        ModelIntegrityError: If the file's hash is not the expected one.
+        FileNotFoundError: If the bundle is incomplete.
+    """
+    import skops.io
+
+    metadata = BundleMetadata.read(directory)
+    expected = (expected_sha256 or metadata.sha256).lower()
+    actual = sha256_file(directory / MODEL_FILE)
+    if actual != expected:
+        raise ModelIntegrityError(
+            f"model file {directory / MODEL_FILE} has SHA-256 {actual}, expected {expected}: "
+            "refusing to serve a model that is not the one this bundle was built with"
+        )
+    model = skops.io.load(directory / MODEL_FILE, trusted=[])
+    return model, metadata
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app for the bundle in ``settings.bundle_dir``.
+
+    The model is loaded (and its hash checked) here, before any request, so a
+    broken bundle stops the process instead of failing requests. Request
+    validation and the ``/docs`` schema come from the data contract the bundle
+    carries.
+    """
+    settings = settings or Settings()
+    model, metadata = load_bundle(settings.bundle_dir, settings.model_sha256)
+    contract = metadata.data_contract
+    validate = RowValidator(contract, settings.max_rows)
+    busy = asyncio.Semaphore(settings.max_concurrent_scoring)
+
+    def _predict(body: bytes) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            payload = json.loads(body, parse_constant=reject_constant)
+        except RequestError:
+            raise
+        except (ValueError, RecursionError):
+            raise RequestError("request body is not valid JSON") from None
+        if not isinstance(payload, dict) or "data" not in payload:
+            raise RequestError('request body must be a JSON object with a "data" list')
+        matrix = validate(payload["data"])
+        with warnings.catch_warnings():
+            # The pipeline was fitted on a DataFrame; rows arrive as a bare
+            # array in contract order, which is what it expects.
+            warnings.simplefilter("ignore", UserWarning)
+            return matrix, predictions(model, matrix, metadata.output)
+
+    metrics = ServiceMetrics(metadata)
+    model_ref = {"name": metadata.name, "version": metadata.version}
+    scoring_log = None
+    if settings.scoring_log_dir is not None:
+        scoring_log = ScoringLog(
+            settings.scoring_log_dir, contract.feature_names, metadata.name, metadata.version,
+            max_bytes=settings.scoring_log_max_bytes,
+            max_pending=settings.scoring_log_max_pending,
+            ship_to=settings.scoring_log_uri,
+            max_age=settings.scoring_log_rotate_seconds,
+            max_total=settings.scoring_log_max_total_bytes,
+        )
+        metrics.watch_log(scoring_log)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if scoring_log is not None:  # SIGTERM ends here: drain before exiting
+            scoring_log.close()
+            logger.info("scoring log closed: %d rows written", scoring_log.rows_written)
+
+    app = FastAPI(
+        title="Scoring service",
+        version=str(metadata.version),
+        description=f"Scores `{metadata.name}` version {metadata.version}.",
+        lifespan=lifespan,
+        # No redirect from /score/ to /score: its Location would be built from
+        # the client's Host header.
+        redirect_slashes=False,
+    )
+    app.state.scoring_log = scoring_log
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    @app.exception_handler(RequestError)
+    async def request_error(_: Request, exc: RequestError) -> JSONResponse:
+        return JSONResponse(exc.as_json(), status_code=exc.status)
+
+    @app.post(
+        "/score",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {
+                    "schema": score_request_schema(contract, metadata.example)}},
+            }
+        },
+        responses={413: {"description": "Body or row count over the limit"},
+                   415: {"description": "The body is not JSON"},
+                   422: {"description": "A row breaks the data contract"},
+                   503: {"description": "The scoring log is full: retry later"}},
+    )
+    async def score(request: Request) -> JSONResponse:
+        """Predict for each row of ``data``."""
+        check_json(request)
+        body = await read_body(request, settings.max_body_bytes)
+        check_row_count(body, settings.max_rows)
+        # Parsing, validation and prediction are CPU work: a worker thread
+        # does them, so the event loop keeps answering /health; at most
+        # MLOPS_MAX_CONCURRENT_SCORING requests do so at once, the rest wait.
+        async with busy:
+            matrix, predictions = await run_in_threadpool(_predict, body)
+        given = request.headers.get("x-request-id", "")
+        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        if scoring_log is not None and not scoring_log.submit(
+            Batch(request_id, now_iso(), matrix, predictions)
+        ):
+            metrics.log_refused.inc()
+            return JSONResponse(
+                {"detail": "the scoring log is behind; retry shortly", "row": None,
+                 "feature": None},
+                status_code=503, headers={"Retry-After": "1"},
+            )
+        metrics.rows.inc(len(predictions))
+        for value in predictions:
+            metrics.predictions.observe(value)
+        return JSONResponse(
+            {"result": predictions.tolist(), "model": model_ref, "request_id": request_id},
+            headers={"X-Request-ID": request_id},
+        )
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        """Live, with the model loaded."""
+        return {"status": "ok", "model": model_ref}
+
+    @app.get("/metadata")
+    async def model_metadata() -> dict[str, Any]:
+        """Name, version, git commit, dataset digest, metrics and features of the model."""
+        return asdict(metadata)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        """Prometheus metrics."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    logger.info("serving %s v%s from %s", metadata.name, metadata.version, settings.bundle_dir)
+    return app

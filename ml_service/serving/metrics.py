@@ -1,0 +1,87 @@
+"""The scoring service's Prometheus metrics and the middleware that counts requests."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ml_service.bundle import BundleMetadata
+from ml_service.serving.scoring_log import ScoringLog
+
+
+class ServiceMetrics:
+    """The service's Prometheus metrics, in a registry of its own."""
+
+    def __init__(self, metadata: BundleMetadata):
+        low, high = metadata.prediction_range
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "scoring_requests", "HTTP requests by route and status.",
+            ["route", "status"], registry=self.registry,
+        )
+        self.latency = Histogram(
+            "scoring_request_seconds", "HTTP request latency by route and status.",
+            ["route", "status"], registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.rows = Counter("scoring_rows", "Rows scored.", registry=self.registry)
+        self.predictions = Histogram(
+            "scoring_prediction", "Distribution of predicted values.", registry=self.registry,
+            # Ten equal buckets over the spec's prediction range.
+            buckets=tuple(float(b) for b in np.linspace(low, high, 11)),
+        )
+        info = Gauge(
+            "scoring_model_info", "The model being served (value is always 1).",
+            ["name", "version", "git_commit"], registry=self.registry,
+        )
+        info.labels(metadata.name, str(metadata.version), metadata.git_commit).set(1)
+
+    def watch_log(self, log: ScoringLog) -> None:
+        """Export the scoring log's queue depth, rows written and refusals."""
+        Gauge("scoring_log_queue_depth", "Requests waiting to be written to the scoring log.",
+              registry=self.registry).set_function(log.depth)
+        Gauge("scoring_log_rows_written", "Rows written to the scoring log.",
+              registry=self.registry).set_function(lambda: log.rows_written)
+        self.log_refused = Counter(
+            "scoring_log_refused", "Requests refused (503) because the scoring log was full.",
+            registry=self.registry,
+        )
+        Gauge("scoring_log_files_dropped", "Oldest log files deleted unshipped to stay under "
+              "the size cap.", registry=self.registry).set_function(lambda: log.files_dropped)
+        if log.shipper is not None:
+            shipper = log.shipper
+            Gauge("scoring_log_files_shipped", "Closed log files uploaded to object storage.",
+                  registry=self.registry).set_function(lambda: shipper.files_shipped)
+            Gauge("scoring_log_ship_failures", "Uploads that failed (the file is kept and "
+                  "retried).", registry=self.registry).set_function(lambda: shipper.failures)
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware: counts every response by route template and status."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            code = str(status["code"])
+            self.metrics.requests.labels(path, code).inc()
+            self.metrics.latency.labels(path, code).observe(time.perf_counter() - start)

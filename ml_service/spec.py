@@ -1,0 +1,206 @@
+"""The model plug-in: what the machinery needs to know about a model, in one object.
+
+A model package declares one :class:`ModelSpec` and registers it as an entry
+point of its ``pyproject.toml``::
+
+    [project.entry-points."mlops.models"]
+    my-model = "my_model.spec:SPEC"
+
+:func:`load_spec` finds it by that entry point (the one named by
+``MLOPS_MODEL``, or the only one installed); ``ml_service`` never imports a
+model package by name. :func:`ml_service.conformance.check_spec` tells a team
+whether its spec is complete.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from ml_service.contract import DataContract
+from ml_service.errors import UsageError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "mlops.models"
+
+#: How a fitted estimator's output becomes the served prediction: ``predict``
+#: (regression, labels) or ``predict_proba`` (probability of the last class
+#: of a binary classifier).
+Output = Literal["predict", "predict_proba"]
+OUTPUTS: tuple[str, ...] = ("predict", "predict_proba")
+
+MetricFunction = Callable[[np.ndarray, np.ndarray], float]
+PlotFunction = Callable[[np.ndarray, np.ndarray], dict[str, bytes]]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A holdout metric and its direction.
+
+    Attributes:
+        name: Short name, as in the config's gate section and MLflow.
+        function: ``function(y_true, y_pred)`` -> float; ``y_pred`` is the
+            served prediction (see :attr:`ModelSpec.output`).
+        greater_is_better: True for scores (R², ROC AUC), False for errors.
+    """
+
+    name: str
+    function: MetricFunction
+    greater_is_better: bool
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything ``ml_service`` needs to train, gate, serve and watch one model.
+
+    Attributes:
+        name: Default registered model, experiment and image name
+            (``MLOPS_MODEL_NAME`` overrides it).
+        contract: Features, target and their valid ranges.
+        build_estimator: Params (the config's ``model`` section) in, an
+            unfitted scikit-learn estimator out.
+        metrics: Holdout metrics with their direction; the gate may use any.
+        config_path: The version-controlled YAML of ML parameters.
+        example: Example rows for ``POST /score`` (lists in contract order).
+        prediction_range: Typical (low, high) of a prediction: the bounds of
+            the ``/metrics`` prediction histogram.
+        data_path: Default dataset CSV, relative to the working directory.
+        output: ``predict`` or ``predict_proba`` (see :data:`Output`).
+        plots: ``plots(y_true, y_pred)`` -> PNG bytes by file name, logged
+            with the run; None for no plots.
+        reference_data: Returns the dataset to write to ``data_path``
+            (``mlops data``); None if the team brings its own file.
+        description: One line on what the model predicts, for people.
+        slice_columns: Columns whose groups the evaluation reports apart.
+        limitations: Known limits, for the model card.
+        partition_keys: For many-models specs: the columns naming a partition.
+        package: The model's import package; set by :func:`load_spec` from the
+            entry point. Its source files are part of the training cache key.
+    """
+
+    name: str
+    contract: DataContract
+    build_estimator: Callable[[Mapping[str, Any]], Any]
+    metrics: tuple[Metric, ...]
+    config_path: Path
+    example: tuple[tuple[float, ...], ...]
+    prediction_range: tuple[float, float]
+    data_path: Path
+    output: Output = "predict"
+    plots: PlotFunction | None = None
+    reference_data: Callable[[], pd.DataFrame] | None = None
+    description: str = ""
+    slice_columns: tuple[str, ...] = ()
+    limitations: tuple[str, ...] = ()
+    partition_keys: tuple[str, ...] = ()
+    package: str = ""
+
+    @property
+    def metric_names(self) -> list[str]:
+        """Names of the metrics, in declaration order."""
+        return [m.name for m in self.metrics]
+
+    def metric(self, name: str) -> Metric:
+        """The metric called ``name``.
+
+        Raises:
+            KeyError: If the spec has no such metric.
+        """
+        for metric in self.metrics:
+            if metric.name == name:
+                return metric
+        raise KeyError(name)
+
+    def greater_is_better(self, name: str) -> bool:
+        """Whether a larger value of metric ``name`` is better."""
+        return self.metric(name).greater_is_better
+
+    def score(self, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+        """Every metric of ``y_pred`` against ``y_true``."""
+        return {m.name: float(m.function(y_true, y_pred)) for m in self.metrics}
+
+    def predict(self, model: Any, rows: Any) -> np.ndarray:
+        """The served prediction of a fitted ``model`` for ``rows``."""
+        return predictions(model, rows, self.output)
+
+
+def predictions(model: Any, rows: Any, output: str) -> np.ndarray:
+    """``model``'s prediction for ``rows`` as a 1-D float array.
+
+    Args:
+        model: A fitted scikit-learn estimator.
+        rows: Feature matrix or DataFrame in contract order.
+        output: ``predict``, or ``predict_proba`` (probability of the last class).
+    """
+    if output == "predict_proba":
+        return np.asarray(model.predict_proba(rows), dtype=float)[:, -1]
+    return np.asarray(model.predict(rows), dtype=float).reshape(-1)
+
+
+def installed_models() -> dict[str, EntryPoint]:
+    """The model entry points installed in this environment, by name."""
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def load_spec(name: str | None = None) -> ModelSpec:
+    """Load the spec of the model named ``name`` (``MLOPS_MODEL``), or the only one.
+
+    Raises:
+        UsageError: If no model is installed, ``name`` is not installed, several
+            are installed and none is chosen, or the entry point is no spec.
+    """
+    found = installed_models()
+    if not found:
+        raise UsageError(
+            f"no model package is installed: register a ModelSpec under the entry-point "
+            f"group '{ENTRY_POINT_GROUP}' in pyproject.toml and run `make install`"
+        )
+    if name is None:
+        if len(found) > 1:
+            raise UsageError(
+                f"several models are installed ({', '.join(sorted(found))}): choose one "
+                "with MLOPS_MODEL"
+            )
+        name = next(iter(found))
+    if name not in found:
+        raise UsageError(
+            f"MLOPS_MODEL={name} is not an installed model; installed: "
+            f"{', '.join(sorted(found))}"
+        )
+    entry = found[name]
+    try:
+        spec = entry.load()
+    except Exception as exc:  # noqa: BLE001 - any import error of a team's package
+        raise UsageError(
+            f"model '{name}' ({entry.value}) could not be imported: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(spec, ModelSpec):
+        raise UsageError(
+            f"entry point '{name}' ({entry.value}) is a {type(spec).__name__}, not a "
+            "ml_service.spec.ModelSpec"
+        )
+    if not spec.package:
+        spec = replace(spec, package=entry.value.split(":")[0].split(".")[0])
+    logger.info("model %s from %s", name, entry.value)
+    return spec
+
+
+def example_payload(spec: ModelSpec) -> dict[str, list[list[float]]]:
+    """The spec's example rows as a ``POST /score`` body."""
+    return {"data": [list(row) for row in spec.example]}
+
+
+def as_rows(values: Sequence[Sequence[float]]) -> tuple[tuple[float, ...], ...]:
+    """Helper for specs: example rows as the nested tuples a frozen spec keeps."""
+    return tuple(tuple(float(v) for v in row) for row in values)

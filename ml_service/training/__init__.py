@@ -1,0 +1,1 @@
+"""Training: data, validation, cached steps, provenance, tracking, the gate, the pipeline."""

@@ -1,0 +1,229 @@
+"""The training pipeline: load, validate, split, train, evaluate, gate, register.
+
+The steps live in :mod:`ml_service.training.steps` (cached), the gate's rules
+in :mod:`ml_service.training.gate` and the MLflow logging in
+:mod:`ml_service.training.tracking`; this module runs them in order for the
+model described by a :class:`~ml_service.spec.ModelSpec`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from ml_service.contract import DataContract
+from ml_service.errors import DataValidationError, MlopsError, UsageError
+from ml_service.settings import Settings
+from ml_service.spec import ModelSpec
+from ml_service.training import data as ds
+from ml_service.training import validation
+from ml_service.training.config import PipelineConfig
+from ml_service.training.gate import GateDecision, decide
+from ml_service.training.provenance import code_version, fingerprint
+from ml_service.training.steps import (
+    StepCallback,
+    StepRunner,
+    evaluate_step,
+    split_step,
+    train_step,
+    validate_step,
+)
+from ml_service.training.tracking import log_and_register
+from ml_service.training.validation import ValidationReport
+
+if TYPE_CHECKING:
+    from ml_service.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PipelineResult:
+    """What a pipeline run did; ``as_json`` is the ``--json-out`` contract."""
+
+    registered: bool
+    version: int | None
+    reason: str
+    candidate: dict[str, float]
+    champion: dict[str, float] | None
+    run_id: str | None
+    champion_version: int | None = None
+    gate_passed: bool = False
+    forced: bool = False
+    dry_run: bool = False
+    dataset_digest: str = ""
+    fingerprint: str = ""
+    cached_steps: list[str] = field(default_factory=list)
+    validation: str = ""
+    primary_metric: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        """The documented machine-readable summary (plus a few extra keys)."""
+        return asdict(self)
+
+
+@dataclass
+class Candidate:
+    """A trained, evaluated model before the gate."""
+
+    model: Any
+    metrics: dict[str, float]
+    plots: dict[str, bytes]
+    holdout: pd.DataFrame
+    train_rows: int
+    digest: str
+    frame: pd.DataFrame
+    report: ValidationReport
+    contract: DataContract
+    code_version: str
+
+
+def validate_data(path: Path, contract: DataContract, settings: Settings,
+                  runner: StepRunner) -> tuple[pd.DataFrame, ValidationReport]:
+    """Load and validate ``path``; write the report; raise if the data is invalid.
+
+    Raises:
+        DataValidationError: If any expectation fails (exit code 3).
+    """
+    frame = ds.load_data(path)
+    report = runner("validate", validate_step, frame, contract, code_version(validation))
+    report_dir = settings.reports_dir
+    json_path = report.write(report_dir)
+    if not report.success:
+        raise DataValidationError(
+            f"data validation failed for {path}\n{report.summary()}\n"
+            f"report: {json_path} (Great Expectations result) and {report_dir / 'validation.md'}",
+            report=report,
+        )
+    return frame, report
+
+
+def build_candidate(path: Path, spec: ModelSpec, config: PipelineConfig, settings: Settings,
+                    runner: StepRunner) -> Candidate:
+    """Load, validate, split, train and evaluate: everything before the gate."""
+    contract = spec.contract
+    frame, report = validate_data(path, contract, settings, runner)
+    train, holdout = runner("split", split_step, frame, config.split.holdout_fraction, contract)
+    if train.empty or holdout.empty:
+        raise UsageError(
+            f"split of {len(frame)} rows left an empty train or holdout set; "
+            "adjust split.holdout_fraction or add rows"
+        )
+    version = code_version(spec.package) if spec.package else "unversioned"
+    train_digest = ds.dataset_digest(train, contract)
+    try:
+        model = runner(
+            "train", train_step, train, config.model, spec.build_estimator, contract, version,
+            train_digest, ignore=("train", "build_estimator"),
+        )
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"invalid model parameters {config.model}: {exc}") from None
+    model_key = f"{train_digest}:{config.fingerprint()}:{version}"
+    metrics, plots = runner(
+        "evaluate", evaluate_step, model, holdout, spec, model_key,
+        ds.dataset_digest(holdout, contract), ignore=("model", "holdout", "spec"),
+    )
+    return Candidate(
+        model=model, metrics=metrics, plots=plots, holdout=holdout, train_rows=len(train),
+        digest=ds.dataset_digest(frame, contract), frame=frame, report=report,
+        contract=contract, code_version=version,
+    )
+
+
+def score_champion(registry: Registry, spec: ModelSpec,
+                   holdout: pd.DataFrame) -> tuple[int | None, dict[str, float] | None]:
+    """Return (version, metrics) of the champion re-scored on ``holdout``, or (None, None).
+
+    Raises:
+        MlopsError: If the champion exists but cannot be scored on this holdout
+            (for example, the feature set changed); ``--force`` is the way past.
+    """
+    version = registry.alias_version("champion")
+    if version is None:
+        return None, None
+    contract = spec.contract
+    try:
+        model = registry.load_model(version)
+        predictions = spec.predict(model, holdout[contract.feature_names])
+    except Exception as exc:  # noqa: BLE001 - any failure means "cannot compare"
+        raise MlopsError(
+            f"champion version {version} cannot be scored on the current holdout ({exc}); "
+            "if the data contract changed on purpose, register with --force"
+        ) from exc
+    return version, spec.score(holdout[contract.target.name].to_numpy(), predictions)
+
+
+def run_pipeline(
+    path: Path,
+    spec: ModelSpec,
+    config: PipelineConfig,
+    settings: Settings,
+    registry: Registry,
+    force: bool = False,
+    on_step: StepCallback | None = None,
+    dry_run: bool = False,
+) -> PipelineResult:
+    """Run every step and register the candidate if the gate lets it through.
+
+    Args:
+        path: Dataset CSV.
+        spec: The model's spec.
+        config: ML parameters.
+        settings: Runtime settings.
+        registry: A connected :class:`ml_service.registry.Registry`.
+        force: Register whatever the gate says (never a duplicate, though).
+        on_step: Progress callback.
+        dry_run: Decide but log and register nothing (``mlops evaluate``).
+    """
+    runner = StepRunner(settings.cache_dir, on_step)
+    candidate = build_candidate(path, spec, config, settings, runner)
+    runner.on_step("gate", False)
+    if dry_run:
+        result = _gate(registry, spec, config, candidate, force, runner)
+        result.dry_run = True
+        return result
+    # Gate and register under the registry lock, so that concurrent pipelines
+    # neither register the same candidate twice nor leave champion on the worse one.
+    with registry.lock():
+        result = _gate(registry, spec, config, candidate, force, runner)
+        runner.on_step("register" if result.gate_passed else "log", False)
+        run_id, version = log_and_register(registry, config, candidate, result, path)
+    result.run_id, result.version, result.registered = run_id, version, version is not None
+    return result
+
+
+def _gate(registry: Registry, spec: ModelSpec, config: PipelineConfig, candidate: Candidate,
+          force: bool, runner: StepRunner) -> PipelineResult:
+    champion_version, champion_metrics = score_champion(registry, spec, candidate.holdout)
+    higher = {m.name for m in spec.metrics if m.greater_is_better}
+    decision = decide(candidate.metrics, champion_metrics, config.gate, higher, force,
+                      champion_version)
+    key = fingerprint(candidate.digest, config, candidate.code_version)
+    duplicate = registry.find_tagged("fingerprint", key)
+    if duplicate is not None:
+        decision = GateDecision(
+            False,
+            f"identical to registered version {duplicate} (same data, code and params); "
+            "nothing new to register",
+            forced=decision.forced,
+        )
+    return PipelineResult(
+        registered=False,
+        version=None,
+        reason=decision.reason,
+        candidate=candidate.metrics,
+        champion=champion_metrics,
+        champion_version=champion_version,
+        gate_passed=decision.register,
+        run_id=None,
+        forced=decision.forced,
+        dataset_digest=candidate.digest,
+        cached_steps=[name for name, hit in runner.cached.items() if hit],
+        validation=candidate.report.summary(),
+        fingerprint=key,
+        primary_metric=config.gate.primary_metric,
+    )

@@ -1,0 +1,124 @@
+"""Logging a run to MLflow, and registering the model when the gate lets it through."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ml_service.contract import DataContract
+from ml_service.training.config import PipelineConfig
+from ml_service.training.provenance import git_commit
+
+if TYPE_CHECKING:
+    from mlflow.models import ModelSignature
+
+    from ml_service.registry import Registry
+    from ml_service.training.pipeline import Candidate, PipelineResult
+
+
+def log_and_register(registry: Registry, config: PipelineConfig, candidate: Candidate,
+                     result: PipelineResult, path: Path) -> tuple[str, int | None]:
+    """Log the run (params, metrics, dataset, plots, validation); register if it passed.
+
+    Returns:
+        (MLflow run id, the new version or None when the gate said no).
+    """
+    import mlflow
+
+    contract = candidate.contract
+    commit, dirty = git_commit()
+    flat_params: dict[str, Any] = {f"model.{k}": v for k, v in config.model.items()}
+    flat_params.update(
+        {
+            "split.holdout_fraction": config.split.holdout_fraction,
+            "gate.primary_metric": config.gate.primary_metric,
+            "gate.margin": config.gate.margin,
+            **{f"gate.floor.{k}": v for k, v in config.gate.floor.items()},
+        }
+    )
+    with mlflow.start_run(experiment_id=registry.experiment_id()) as run:
+        mlflow.set_tags(
+            {
+                "git_commit": commit,
+                "git_dirty": str(dirty).lower(),
+                "mlflow.source.git.commit": commit,
+                "dataset_digest": candidate.digest,
+                "fingerprint": result.fingerprint,
+                "gate.decision": "register" if result.gate_passed else "reject",
+                "gate.reason": result.reason[:5000],
+                "gate.forced": str(result.forced).lower(),
+                "champion_version": str(result.champion_version or ""),
+                "cached_steps": ",".join(result.cached_steps),
+            }
+        )
+        mlflow.log_params(flat_params)
+        mlflow.log_metrics(candidate.metrics)
+        if result.champion:
+            mlflow.log_metrics({f"champion_{k}": v for k, v in result.champion.items()})
+        mlflow.log_metric("train_rows", candidate.train_rows)
+        mlflow.log_metric("holdout_rows", len(candidate.holdout))
+        with warnings.catch_warnings():
+            # MLflow warns that a local path matches two equivalent source types.
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]
+                candidate.frame,
+                source=str(Path(path).resolve()),
+                name=contract.name,
+                targets=contract.target.name,
+                digest=candidate.digest[:20],
+            )
+        mlflow.log_input(dataset, context="training")
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, png in candidate.plots.items():
+                (Path(tmp) / name).write_bytes(png)
+            (Path(tmp) / "validation.json").write_text(
+                json.dumps(candidate.report.gx_result, default=str)
+            )
+            mlflow.log_artifacts(tmp, artifact_path="evaluation")
+
+        if not result.gate_passed:
+            return run.info.run_id, None
+
+        features = candidate.holdout[contract.feature_names]
+        info = mlflow.sklearn.log_model(  # type: ignore[attr-defined]
+            candidate.model,
+            name="model",
+            signature=model_signature(contract),
+            input_example=features.head(3),
+            pip_requirements=_pip_requirements(),
+        )
+        tags = {
+            "git_commit": commit,
+            "dataset_digest": candidate.digest,
+            "fingerprint": result.fingerprint,
+            "run_id": run.info.run_id,
+            "params": json.dumps(config.model, sort_keys=True),
+            "gate.decision": result.reason[:5000],
+            "forced": str(result.forced).lower(),
+            **{f"metric.{k}": f"{v:.6g}" for k, v in candidate.metrics.items()},
+        }
+        version = registry.register(info.model_uri, run.info.run_id, tags, info.model_id)
+        mlflow.set_tag("registered_version", str(version))
+        return run.info.run_id, version
+
+
+def model_signature(contract: DataContract) -> ModelSignature:
+    """MLflow signature derived from the data contract: named doubles in, one double out."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec("double", name) for name in contract.feature_names]),
+        outputs=Schema([ColSpec("double")]),
+    )
+
+
+def _pip_requirements() -> list[str]:
+    # Pinned from the running environment: MLflow's own inference imports the
+    # model in a subprocess, which is slow and adds nothing for a sklearn model.
+    from importlib.metadata import version
+
+    return [f"{pkg}=={version(pkg)}" for pkg in ("scikit-learn", "numpy", "scipy", "skops")]
