@@ -34,8 +34,11 @@ help: ## List the targets
 install: $(VENV)/.installed ## Create .venv and install the locked dependencies (uv)
 
 .PHONY: lint
-lint: install ## flake8; actionlint, zizmor and JSON schemas on .github; hadolint on the Dockerfile
+lint: install ## flake8 (+bugbear), import-linter, mypy; actionlint, zizmor, JSON schemas on .github; hadolint
 	$(BIN)/flake8 src ml_service tests
+	$(BIN)/lint-imports
+	$(BIN)/mypy --strict ml_service
+	$(BIN)/mypy src tests/models
 	$(BIN)/actionlint
 	$(BIN)/zizmor --offline --quiet .github/
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
@@ -79,8 +82,8 @@ data-test: install ## Run the Great Expectations suite tests on good and bad dat
 	$(BIN)/pytest tests/data
 
 .PHONY: data
-data: install ## Regenerate data/diabetes.csv and the bad test fixtures
-	$(BIN)/python -m diabetes_regression.data data/diabetes.csv
+data: install ## Regenerate the model's example dataset (data/diabetes.csv) and the bad test fixtures
+	$(BIN)/mlops data
 	$(BIN)/python tests/data/make_fixtures.py
 
 .PHONY: environments

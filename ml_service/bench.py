@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ml_service.net import free_port, wait_for_http
 from ml_service.settings import Settings
 from ml_service.spec import ModelSpec
 
@@ -49,21 +49,15 @@ class LoadResult:
     errors: int
 
 
-def free_port() -> int:
-    """A free TCP port on the loopback interface."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-async def _drive(url: str, body: bytes, requests: int, concurrency: int):
+async def _drive(url: str, body: bytes, requests: int,
+                 concurrency: int) -> tuple[list[float], int, float]:
     import aiohttp
 
     latencies: list[float] = []
     errors = 0
     remaining = iter(range(requests))
 
-    async def client(session):
+    async def client(session: Any) -> None:
         nonlocal errors
         for _ in remaining:
             start = time.perf_counter()
@@ -96,20 +90,11 @@ def measure(server: str, shape: str, url: str, body: bytes, requests: int,
     )
 
 
-def _wait(url: str, process: subprocess.Popen, deadline: float, log: Path) -> float:
-    import requests
-
-    started = time.monotonic()
-    while time.monotonic() - started < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{log.read_text()[-2000:]}")
-        try:
-            if requests.get(url, timeout=1).status_code == 200:
-                return time.monotonic() - started
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} not ready after {deadline:.0f}s:\n{log.read_text()[-2000:]}")
+def _wait(url: str, process: subprocess.Popen[bytes], deadline: float, log: Path) -> float:
+    try:
+        return wait_for_http(url, deadline, process)
+    except (TimeoutError, ChildProcessError) as exc:
+        raise RuntimeError(f"{exc}:\n{log.read_text()[-2000:]}") from None
 
 
 def _rows(settings: Settings, spec: ModelSpec, count: int) -> list[list[float]]:
@@ -155,7 +140,8 @@ def run_bench(settings: Settings, spec: ModelSpec, registry: Registry, version: 
         load_skops(checked_model_file(mlflow_model, what)[1], what)
         ours = [sys.executable, "-m", "ml_service.serving"]
         ours_env = {"MLOPS_BUNDLE_DIR": str(bundle), "MLOPS_SERVE_HOST": "127.0.0.1"}
-        servers = {
+        servers: dict[str, tuple[list[str], dict[str, str | None], str, str, str,
+                                 dict[str, bytes]]] = {
             "scoring service": (
                 ours, {**ours_env, "MLOPS_SCORING_LOG_DIR": None},
                 "MLOPS_SERVE_PORT", "/health", "/score", ours_bodies,
@@ -262,7 +248,7 @@ def _image_figures(settings: Settings, registry: Registry, version: int) -> dict
     }
 
 
-def render(report: dict) -> str:
+def render(report: dict[str, Any]) -> str:
     """The report as a Markdown table."""
     lines = [
         f"# Scoring benchmark: {report['model']['name']} v{report['model']['version']}",

@@ -27,7 +27,7 @@ class DataValidationError(MlopsError):
 
     exit_code = 3
 
-    def __init__(self, message: str, report=None):
+    def __init__(self, message: str, report: object = None):
         super().__init__(message)
         self.report = report
 

@@ -13,7 +13,9 @@ import logging
 import os
 import shutil
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ml_service.errors import MlopsError
 
@@ -23,7 +25,7 @@ STORE_ARTIFACT = "mlflow-store"
 COMMENT_MARKER = "<!-- mlops-pipeline-summary -->"
 
 
-def summary_markdown(result: dict) -> str:
+def summary_markdown(result: dict[str, Any]) -> str:
     """The candidate-vs-champion table and gate decision of a ``--json-out`` result."""
     champion = result.get("champion")
     version = result.get("champion_version")
@@ -64,7 +66,7 @@ def notice(text: str) -> str:
     return text
 
 
-def step_outputs(result: dict) -> str:
+def step_outputs(result: dict[str, Any]) -> str:
     """``key=value`` lines for ``$GITHUB_OUTPUT``: registered and version."""
     version = result.get("version")
     return (
@@ -100,7 +102,7 @@ def restore_store(store_dir: Path, api_url: str, repository: str, token: str,
 
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json"}
 
-    def get(path: str, **params):
+    def get(path: str, **params: Any) -> Any:
         response = requests.get(f"{api_url}{path}", params=params, headers=headers, timeout=30)
         if response.status_code != 200:
             raise MlopsError(
@@ -130,7 +132,8 @@ def restore_store(store_dir: Path, api_url: str, repository: str, token: str,
     return f"no earlier '{name}' artifact: starting with an empty registry"
 
 
-def _untrusted(artifact: dict, repo: dict, get) -> str | None:
+def _untrusted(artifact: dict[str, Any], repo: dict[str, Any],
+               get: Callable[..., Any]) -> str | None:
     """Why ``artifact`` may not be restored, or None if its run is trusted."""
     summary = artifact.get("workflow_run") or {}
     branch = repo.get("default_branch")
@@ -153,7 +156,7 @@ def _untrusted(artifact: dict, repo: dict, get) -> str | None:
     return None
 
 
-def _extract(artifact: dict, store_dir: Path, headers: dict) -> None:
+def _extract(artifact: dict[str, Any], store_dir: Path, headers: dict[str, str]) -> None:
     import requests
 
     archive = requests.get(artifact["archive_download_url"], headers=headers, timeout=300)
@@ -184,13 +187,14 @@ def github_env() -> tuple[str, str, str]:
     return os.environ.get("GITHUB_API_URL", "https://api.github.com"), repository, token
 
 
-def read_result(path: Path) -> dict:
+def read_result(path: Path) -> dict[str, Any]:
     """Load a ``--json-out`` result file.
 
     Raises:
         MlopsError: If it is missing (the pipeline did not get that far).
     """
     try:
-        return json.loads(path.read_text())
+        result: dict[str, Any] = json.loads(path.read_text())
+        return result
     except FileNotFoundError:
         raise MlopsError(f"{path} not found: run `make pipeline` first") from None

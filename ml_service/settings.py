@@ -221,7 +221,7 @@ class Settings(BaseSettings):
         if self.engine_address:
             return self.engine_address
         if self.remote_engine:
-            return urlsplit(self.docker_host).hostname or "127.0.0.1"
+            return urlsplit(str(self.docker_host)).hostname or "127.0.0.1"
         return "127.0.0.1"
 
     @property

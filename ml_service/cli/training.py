@@ -149,3 +149,15 @@ def _summary(result: PipelineResult, would: bool = False) -> None:
         out.print(f"[bold yellow]not registered[/]: {result.reason}")
     if result.run_id:
         out.print(f"[dim]MLflow run {result.run_id}[/]")
+
+
+@app.command()
+@guarded
+def check() -> None:
+    """Check the model's spec: contract, factory, metrics, config, example (exit 2 if not)."""
+    from ml_service.conformance import check_spec
+
+    _, spec = model()
+    passed = check_spec(spec)
+    out.print(f"[green]✓[/] model spec '{spec.name}' ({spec.package}): "
+              f"{len(passed)} checks passed ({', '.join(passed)})")

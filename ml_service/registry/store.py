@@ -64,7 +64,10 @@ class Registry:
             # Another pipeline created it between our two calls.
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
-            return self.client.get_experiment_by_name(name).experiment_id
+            existing = self.client.get_experiment_by_name(name)
+            if existing is None:  # created and deleted again meanwhile
+                raise
+            return str(existing.experiment_id)
 
     def alias_version(self, alias: str) -> int | None:
         """Version number the alias points to, or None if it is not set."""
@@ -77,7 +80,7 @@ class Registry:
                 return None
             raise
 
-    def load_model(self, version: int):
+    def load_model(self, version: int) -> Any:
         """Load the scikit-learn model of ``version``, never running code from the registry.
 
         Raises:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
+from ml_service.net import wait_for_http
 from ml_service.release.ports import ReleaseError, ReleaseRegistry, SmokeCheck
 from ml_service.spec import ModelSpec
 
@@ -16,21 +15,10 @@ def wait_healthy(url: str, deadline: float) -> float:
     Raises:
         ReleaseError: If it does not within ``deadline`` seconds.
     """
-    import requests
-
-    started = time.monotonic()
-    last = "no answer"
-    while True:
-        try:
-            response = requests.get(f"{url}/health", timeout=2)
-            if response.status_code == 200:
-                return time.monotonic() - started
-            last = f"HTTP {response.status_code}"
-        except requests.RequestException as exc:
-            last = type(exc).__name__
-        if time.monotonic() - started > deadline:
-            raise ReleaseError(f"{url} not healthy within {deadline:.0f}s (last: {last})")
-        time.sleep(0.25)
+    try:
+        return wait_for_http(f"{url}/health", deadline)
+    except TimeoutError as exc:
+        raise ReleaseError(f"{url} not healthy: {exc}") from None
 
 
 def smoke_test(url: str, version: int, expected: np.ndarray, rows: list[list[float]],

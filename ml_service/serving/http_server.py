@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -72,9 +74,9 @@ def make_protocol(request_timeout: float) -> type[DeadlineH11Protocol]:
                 {"request_timeout": request_timeout})
 
 
-def run(app, host: str, port: int, request_timeout: float, keep_alive: float) -> None:
+def run(app: Any, host: str, port: int, request_timeout: float, keep_alive: float) -> None:
     """Serve ``app`` with uvicorn, the request deadline and a keep-alive timeout."""
     import uvicorn
 
     uvicorn.run(app, host=host, port=port, log_level="warning",
-                http=make_protocol(request_timeout), timeout_keep_alive=keep_alive)
+                http=make_protocol(request_timeout), timeout_keep_alive=math.ceil(keep_alive))

@@ -16,6 +16,7 @@ import logging
 import queue
 import threading
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -23,13 +24,14 @@ PATTERN = "scoring-*.jsonl"
 _STOP = object()
 
 
-def open_location(location: str):
+def open_location(location: str) -> tuple[Any, str]:
     """(filesystem, root path) of a local directory or an fsspec URI."""
     from fsspec.core import url_to_fs
 
     # A fresh instance: fsspec would otherwise hand back one built earlier in
     # this process, with whatever credentials were in the environment then.
-    return url_to_fs(str(location), skip_instance_cache=True)
+    fs, root = url_to_fs(str(location), skip_instance_cache=True)
+    return fs, str(root)
 
 
 class Shipper:
@@ -46,7 +48,7 @@ class Shipper:
         self.fs, self.root = open_location(self.uri)
         self.files_shipped = 0
         self.failures = 0
-        self._queue: queue.Queue = queue.Queue()
+        self._queue: queue.Queue[Any] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="scoring-log-shipper", daemon=True)
         self._thread.start()
 
@@ -98,7 +100,7 @@ class Shipper:
         logger.info("shipped %s to %s", path.name, self.uri)
 
 
-def log_files(location: str) -> list[tuple[object, str]]:
+def log_files(location: str) -> list[tuple[Any, str]]:
     """(filesystem, path) of every scoring-log file at ``location``, oldest name first.
 
     Raises:

@@ -28,6 +28,10 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 import numpy as np
 
@@ -91,10 +95,10 @@ class ScoringLog:
         self.max_age = max_age
         self.max_total = max(max_total, 2 * max_bytes)
         self.files_dropped = 0
-        self.pending: queue.Queue = queue.Queue(maxsize=max_pending)
+        self.pending: queue.Queue[Batch | object] = queue.Queue(maxsize=max_pending)
         self.rows_written = 0
         self.files_written = 0
-        self._file = None
+        self._file: BinaryIO | None = None
         self._opened = 0.0
         self._size = 0
         self._prefix = f"scoring-{socket.gethostname()}-{os.getpid()}"
@@ -140,7 +144,7 @@ class ScoringLog:
                 if self._file is not None and time.monotonic() - self._opened >= self.max_age:
                     self._close_file()
                 continue
-            if item is _STOP:
+            if not isinstance(item, Batch):  # _STOP
                 break
             if self._file is not None and time.monotonic() - self._opened >= self.max_age:
                 self._close_file()
@@ -161,19 +165,20 @@ class ScoringLog:
         ]
         data = "".join(lines).encode()
         if self._file is None or self._size + len(data) > self.max_bytes and self._size:
-            self._rotate()
+            self._file = self._rotate()
         self._file.write(data)
         self._size += len(data)
         self.rows_written += len(lines)
 
-    def _rotate(self) -> None:
+    def _rotate(self) -> BinaryIO:
         self._close_file()
         self._make_room()
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
         path = self.directory / f"{self._prefix}-{stamp}.jsonl"
-        self._file = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
-                               "ab")
+        handle = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+        self._file = handle
         self._opened = time.monotonic()
+        return handle
         self._size = 0
         self.files_written += 1
 
@@ -215,7 +220,7 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def read_logs(location: str | Path):
+def read_logs(location: str | Path) -> pd.DataFrame:
     """All logged rows at ``location`` as a DataFrame (pandas imported lazily).
 
     Args:

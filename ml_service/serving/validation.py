@@ -75,7 +75,7 @@ class RowValidator:
         self._check_values(matrix)
         return matrix
 
-    def _row(self, i: int, row: Any) -> list:
+    def _row(self, i: int, row: Any) -> list[Any]:
         if type(row) is dict:
             unknown = [key for key in row if key not in self.names]
             if unknown:
@@ -107,7 +107,7 @@ class RowValidator:
                 )
         return values
 
-    def _find_overflow(self, rows: list) -> None:
+    def _find_overflow(self, rows: list[Any]) -> None:
         for i, row in enumerate(rows):
             for j, value in enumerate(row):
                 try:

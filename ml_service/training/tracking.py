@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,7 +67,8 @@ def log_and_register(registry: Registry, config: PipelineConfig, candidate: Cand
             # MLflow warns that a local path matches two equivalent source types.
             warnings.simplefilter("ignore", UserWarning)
             dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]
-                candidate.frame,
+                # As doubles, like the signature: MLflow warns on integer columns.
+                candidate.frame[contract.columns].astype(float),
                 source=str(Path(path).resolve()),
                 name=contract.name,
                 targets=contract.target.name,
@@ -83,13 +87,14 @@ def log_and_register(registry: Registry, config: PipelineConfig, candidate: Cand
             return run.info.run_id, None
 
         features = candidate.holdout[contract.feature_names]
-        info = mlflow.sklearn.log_model(  # type: ignore[attr-defined]
-            candidate.model,
-            name="model",
-            signature=model_signature(contract),
-            input_example=features.head(3),
-            pip_requirements=_pip_requirements(),
-        )
+        with _own_model_loadable():
+            info = mlflow.sklearn.log_model(
+                candidate.model,
+                name="model",
+                signature=model_signature(contract),
+                input_example=features.head(3).astype(float),
+                pip_requirements=_pip_requirements(),
+            )
         tags = {
             "git_commit": commit,
             "dataset_digest": candidate.digest,
@@ -103,6 +108,26 @@ def log_and_register(registry: Registry, config: PipelineConfig, candidate: Cand
         version = registry.register(info.model_uri, run.info.run_id, tags, info.model_id)
         mlflow.set_tag("registered_version", str(version))
         return run.info.run_id, version
+
+
+@contextmanager
+def _own_model_loadable() -> Iterator[None]:
+    """Let MLflow load back the model this process just trained, to check its input example.
+
+    The CLI forbids MLflow to deserialize models (registry models are loaded
+    with skops only); the one being logged here was fitted in this process, so
+    MLflow may load it while it validates the serving example, and only then.
+    """
+    name = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
+    before = os.environ.get(name)
+    os.environ[name] = "true"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = before
 
 
 def model_signature(contract: DataContract) -> ModelSignature:

@@ -71,11 +71,11 @@ class ValidationReport:
         return json_path
 
 
-def build_suite(contract: DataContract):
+def build_suite(contract: DataContract) -> Any:
     """Return the expectation suite for ``contract``'s training data."""
     import great_expectations as gx
 
-    expectations = gx.expectations
+    expectations: Any = gx.expectations
     suite = gx.ExpectationSuite(name=f"{contract.name}_training_data")
     suite.add_expectation(
         expectations.ExpectTableColumnsToMatchOrderedList(column_list=contract.columns)
@@ -146,13 +146,13 @@ def validate_frame(frame: pd.DataFrame, contract: DataContract) -> ValidationRep
         success=bool(result.success),
         evaluated=len(result.results),
         failures=failures,
-        gx_result=result.to_json_dict(),
+        gx_result=result.to_json_dict(),  # type: ignore[no-untyped-call]
     )
     logger.info("validation: %s", report.summary())
     return report
 
 
-def _failure(result, present: set[str]) -> Failure:
+def _failure(result: Any, present: set[str]) -> Failure:
     config = result.expectation_config
     kwargs = config.kwargs
     column = kwargs.get("column")
@@ -164,7 +164,7 @@ def _failure(result, present: set[str]) -> Failure:
     return Failure(expectation=config.type, column=column, detail=detail)
 
 
-def _error_message(exception_info) -> str | None:
+def _error_message(exception_info: Any) -> str | None:
     # GX reports a failed metric either flat or keyed by metric configuration.
     if not exception_info:
         return None
@@ -176,7 +176,7 @@ def _error_message(exception_info) -> str | None:
     return None
 
 
-def _describe(kind: str, kwargs: dict, result: dict) -> str:
+def _describe(kind: str, kwargs: dict[str, Any], result: dict[str, Any]) -> str:
     observed = result.get("observed_value")
     if kind == "expect_table_columns_to_match_ordered_list":
         return f"expected columns {kwargs.get('column_list')}, found {observed}"
@@ -203,7 +203,7 @@ def _describe(kind: str, kwargs: dict, result: dict) -> str:
     return f"observed {_plain(observed)}"
 
 
-def _plain(value):
+def _plain(value: Any) -> Any:
     try:
         return round(float(value), 4)
     except (TypeError, ValueError):

@@ -1,0 +1,193 @@
+"""Is a model spec complete? One function a team runs on its own spec.
+
+In the spirit of scikit-learn's ``check_estimator``::
+
+    from ml_service.conformance import check_spec
+    from my_model.spec import SPEC
+
+    check_spec(SPEC)   # raises SpecError listing every problem
+
+``mlops check`` runs it on the installed model. Each check is independent, so
+one run reports every problem at once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ml_service.contract import DataContract
+from ml_service.errors import UsageError
+from ml_service.spec import OUTPUTS, ModelSpec
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+class SpecError(UsageError):
+    """A model spec failed the conformance checks.
+
+    Attributes:
+        problems: One sentence per failed check.
+    """
+
+    def __init__(self, name: str, problems: list[str]):
+        super().__init__(f"model spec '{name}' is not usable:\n"
+                         + "\n".join(f"  - {p}" for p in problems))
+        self.problems = problems
+
+
+def check_spec(spec: ModelSpec, fit: bool = True) -> list[str]:
+    """Check ``spec`` against everything the machinery relies on.
+
+    Args:
+        spec: The spec to check.
+        fit: Also fit the estimator on the spec's own example dataset (when
+            it has one) and score it with every metric.
+
+    Returns:
+        The names of the checks that ran (all passed).
+
+    Raises:
+        SpecError: Listing every check that failed.
+    """
+    checks: list[tuple[str, Callable[[ModelSpec], None]]] = [
+        ("name", _check_name),
+        ("contract", lambda s: _check_contract(s.contract)),
+        ("metrics", _check_metrics),
+        ("config", _check_config),
+        ("estimator factory", _check_factory),
+        ("example payload", _check_example),
+        ("output and prediction range", _check_output),
+        ("slice and partition columns", _check_columns),
+    ]
+    if fit and spec.reference_data is not None:
+        checks.append(("fit and score the example dataset", _check_fit))
+    problems: list[str] = []
+    for name, check in checks:
+        try:
+            check(spec)
+        except Exception as exc:  # noqa: BLE001 - each failure is one problem
+            problems.append(f"{name}: {exc}")
+    if problems:
+        raise SpecError(getattr(spec, "name", "?"), problems)
+    return [name for name, _ in checks]
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def _check_name(spec: ModelSpec) -> None:
+    _require(isinstance(spec, ModelSpec), f"expected a ModelSpec, got {type(spec).__name__}")
+    _require(bool(_NAME.fullmatch(spec.name)),
+             f"'{spec.name}' is not a usable registered-model and image name (letters, digits, "
+             ". _ -; starting with a letter or digit)")
+
+
+def _check_contract(contract: DataContract) -> None:
+    _require(bool(contract.features), "declares no features")
+    names = [f.name for f in (*contract.features, contract.target)]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    _require(not duplicates, f"column names used twice: {duplicates}")
+    _require(contract.min_rows >= 1, f"min_rows must be at least 1, got {contract.min_rows}")
+    for f in (*contract.features, contract.target):
+        _require(bool(f.name) and f.name.strip() == f.name, f"column name {f.name!r} is blank "
+                 "or padded")
+        _require(bool(np.isfinite([f.minimum, f.maximum]).all()) and f.minimum <= f.maximum,
+                 f"'{f.name}': range [{f.minimum}, {f.maximum}] is empty or not finite")
+        low, high = f.mean_range
+        _require(f.minimum <= low <= high <= f.maximum,
+                 f"'{f.name}': mean_range {f.mean_range} is not inside [{f.minimum}, "
+                 f"{f.maximum}]")
+        if f.allowed_values is not None:
+            outside = [v for v in f.allowed_values if not f.minimum <= v <= f.maximum]
+            _require(bool(f.allowed_values) and not outside,
+                     f"'{f.name}': allowed_values {list(f.allowed_values)} are empty or outside "
+                     "the range")
+
+
+def _check_metrics(spec: ModelSpec) -> None:
+    _require(bool(spec.metrics), "declares no metrics")
+    names = spec.metric_names
+    _require(len(set(names)) == len(names), f"metric names used twice: {names}")
+    for metric in spec.metrics:
+        _require(callable(metric.function), f"'{metric.name}' has no callable function")
+        _require(isinstance(metric.greater_is_better, bool),
+                 f"'{metric.name}': greater_is_better must be True or False, not "
+                 f"{metric.greater_is_better!r} (its direction must be known)")
+
+
+def _check_config(spec: ModelSpec) -> None:
+    from ml_service.training.config import load_config
+
+    load_config(spec.config_path, spec)
+
+
+def _params(spec: ModelSpec) -> dict[str, Any]:
+    from ml_service.training.config import load_config
+
+    return dict(load_config(spec.config_path, spec).model)
+
+
+def _check_factory(spec: ModelSpec) -> None:
+    from sklearn.base import clone
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    estimator = spec.build_estimator(_params(spec))
+    for method in ("fit", spec.output):
+        _require(callable(getattr(estimator, method, None)),
+                 f"the estimator it returns ({type(estimator).__name__}) has no {method}()")
+    try:
+        check_is_fitted(estimator)
+    except NotFittedError:
+        pass
+    else:
+        raise ValueError("it returned a fitted estimator: return a new, unfitted one")
+    clone(estimator)  # scikit-learn's rules: parameters only in __init__
+    _require(spec.build_estimator(_params(spec)) is not estimator,
+             "it returned the same object twice: build a new estimator on every call")
+
+
+def _check_example(spec: ModelSpec) -> None:
+    from ml_service.serving.validation import RowValidator
+
+    _require(bool(spec.example), "no example rows: the /docs example and smoke test need one")
+    RowValidator(spec.contract, max_rows=len(spec.example))([list(r) for r in spec.example])
+
+
+def _check_output(spec: ModelSpec) -> None:
+    _require(spec.output in OUTPUTS, f"output must be one of {OUTPUTS}, got {spec.output!r}")
+    low, high = spec.prediction_range
+    _require(bool(np.isfinite([low, high]).all()) and low < high,
+             f"prediction_range {spec.prediction_range} must be finite with low < high")
+
+
+def _check_columns(spec: ModelSpec) -> None:
+    columns = set(spec.contract.columns)
+    for kind, names in (("slice_columns", spec.slice_columns),
+                        ("partition_keys", spec.partition_keys)):
+        unknown = sorted(set(names) - columns)
+        _require(not unknown, f"{kind} {unknown} are not columns of the contract")
+
+
+def _check_fit(spec: ModelSpec) -> None:
+    from ml_service.training.validation import validate_frame
+
+    assert spec.reference_data is not None
+    frame = spec.reference_data()
+    report = validate_frame(frame, spec.contract)
+    _require(report.success, f"the example dataset breaks the contract: {report.summary()}")
+    contract = spec.contract
+    model = spec.build_estimator(_params(spec))
+    model.fit(frame[contract.feature_names], frame[contract.target.name])
+    predicted = spec.predict(model, frame[contract.feature_names])
+    _require(predicted.shape == (len(frame),),
+             f"{spec.output}() gave shape {predicted.shape}, expected ({len(frame)},)")
+    scores = spec.score(frame[contract.target.name].to_numpy(), predicted)
+    bad = [name for name, value in scores.items() if not np.isfinite(value)]
+    _require(not bad, f"metrics {bad} are not finite numbers on the example dataset")
