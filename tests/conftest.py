@@ -15,6 +15,42 @@ DATA = REPO / "data" / "diabetes.csv"
 DEFAULT_CONFIG = REPO / "src" / "diabetes_regression" / "config.yaml"
 
 
+def model_settings(**values):
+    """Settings from the environment (plus ``values``), resolved for the diabetes spec."""
+    from diabetes_regression.spec import SPEC
+    from ml_service.settings import Settings
+
+    return Settings(**values).for_model(SPEC)
+
+
+def fit(frame: pd.DataFrame, params: dict, spec=None):
+    """The spec's estimator (default: diabetes) fitted on ``frame``."""
+    from diabetes_regression.spec import SPEC
+
+    spec = spec or SPEC
+    model = spec.build_estimator(params)
+    return model.fit(frame[spec.contract.feature_names], frame[spec.contract.target.name])
+
+
+def write_bundle(directory: Path, model, spec=None, **metadata) -> Path:
+    """A bundle made straight from a fitted model, as `mlops bundle` would write it."""
+    import skops.io
+
+    from diabetes_regression.spec import SPEC
+    from ml_service.bundle import MODEL_FILE, BundleMetadata, sha256_file
+
+    spec = spec or SPEC
+    skops.io.dump(model, directory / MODEL_FILE)
+    BundleMetadata(
+        **{"name": spec.name, "version": 1, **metadata},
+        sha256=sha256_file(directory / MODEL_FILE),
+        feature_names=spec.contract.feature_names, contract=spec.contract.to_json(),
+        output=spec.output, prediction_range=list(spec.prediction_range),
+        example=[list(row) for row in spec.example],
+    ).write(directory)
+    return directory
+
+
 @pytest.fixture
 def diabetes() -> pd.DataFrame:
     """The example dataset as read from data/diabetes.csv."""

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from diabetes_regression.schema import CONTRACT
-from ml_service.validation import build_suite, validate_frame
+from ml_service.training.validation import build_suite, validate_frame
 from tests.data import make_fixtures
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -18,10 +18,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from diabetes_regression.schema import CONTRACT
-from ml_service.scoring_log import Batch, ScoringLog, now_iso, read_logs
+from diabetes_regression.spec import SPEC
+from ml_service.serving.scoring_log import Batch, ScoringLog, now_iso, read_logs
 from ml_service.serving import create_app
 from ml_service.settings import Settings
-from tests.conftest import DATA, REPO
+from tests.conftest import DATA, REPO, model_settings
 from tests.integration.test_monitoring import registered, shifted  # noqa: F401 - fixture
 from tests.integration.test_serving import ROW, bundle  # noqa: F401 - fixture
 from tests.servers import Azurite
@@ -120,8 +121,8 @@ def serve_to_storage(workdir, frame: pd.DataFrame, uri: str) -> list[tuple[str, 
     from ml_service.registry.export import export_bundle
     from ml_service.registry import connect
 
-    registry = connect(Settings())
-    export_bundle(registry, registry.alias_version("champion"), workdir / "bundle")
+    registry = connect(model_settings())
+    export_bundle(registry, registry.alias_version("champion"), workdir / "bundle", SPEC)
     app = create_app(Settings(bundle_dir=workdir / "bundle", scoring_log_dir=workdir / "log",
                               scoring_log_uri=uri))
     ids = []

@@ -19,8 +19,7 @@ import pytest
 import skops.io
 import yaml
 
-from ml_service.settings import Settings
-from tests.conftest import DATA
+from tests.conftest import DATA, model_settings
 
 
 class Payload:
@@ -42,7 +41,7 @@ class Foreign:
 
 def register_champion(workdir: Path, save) -> int:
     """Register a model directory written by ``save(directory)`` and make it champion."""
-    settings = Settings()
+    settings = model_settings()
     uri = settings.resolved_tracking_uri
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment = client.get_experiment_by_name(settings.experiment_name).experiment_id

@@ -12,9 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from diabetes_regression.schema import CONTRACT
+from diabetes_regression.spec import SPEC
 from ml_service.serving import create_app
 from ml_service.settings import Settings
-from tests.conftest import DATA
+from tests.conftest import DATA, model_settings
 
 NAMES = CONTRACT.feature_names
 
@@ -24,9 +25,9 @@ def serve_and_log(workdir: Path, frame: pd.DataFrame, batch: int = 20) -> tuple[
     from ml_service.registry.export import export_bundle
     from ml_service.registry import connect
 
-    settings = Settings()
+    settings = model_settings()
     registry = connect(settings)
-    export_bundle(registry, registry.alias_version("champion"), workdir / "bundle")
+    export_bundle(registry, registry.alias_version("champion"), workdir / "bundle", SPEC)
     log_dir = workdir / "scoring-log"
     app = create_app(Settings(bundle_dir=workdir / "bundle", scoring_log_dir=log_dir))
     ids = []
@@ -211,8 +212,8 @@ def test_collect_skips_rows_whose_request_id_two_requests_used(registered, workd
     from ml_service.registry.export import export_bundle
     from ml_service.registry import connect
 
-    registry = connect(Settings())
-    export_bundle(registry, registry.alias_version("champion"), workdir / "bundle")
+    registry = connect(model_settings())
+    export_bundle(registry, registry.alias_version("champion"), workdir / "bundle", SPEC)
     log_dir = workdir / "scoring-log"
     app = create_app(Settings(bundle_dir=workdir / "bundle", scoring_log_dir=log_dir))
     rows = pd.read_csv(DATA)[NAMES].head(3).values.tolist()

@@ -7,15 +7,14 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from ml_service.settings import Settings
-from tests.conftest import write_config
+from tests.conftest import write_config, model_settings
 from tests.data.make_fixtures import CASES
 
 FIXTURES = Path(__file__).resolve().parents[1] / "data" / "fixtures"
 
 
 def registry() -> tuple[MlflowClient, str]:
-    settings = Settings()
+    settings = model_settings()
     uri = settings.resolved_tracking_uri
     return MlflowClient(tracking_uri=uri, registry_uri=uri), settings.model_name
 
@@ -138,7 +137,7 @@ def test_bad_data_exits_3_names_the_expectation_and_changes_nothing(cli, workdir
 
 def _run_count() -> int:
     client, _ = registry()
-    experiment = client.get_experiment_by_name(Settings().experiment_name)
+    experiment = client.get_experiment_by_name(model_settings().experiment_name)
     return len(client.search_runs([experiment.experiment_id]))
 
 

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from diabetes_regression.schema import CONTRACT
-from ml_service.scoring_log import Batch, ScoringLog, now_iso, read_logs
+from ml_service.serving.scoring_log import Batch, ScoringLog, now_iso, read_logs
 from ml_service.serving import create_app
 from ml_service.settings import Settings
 from tests.integration.test_serving import ROW, bundle  # noqa: F401 - fixture

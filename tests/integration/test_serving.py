@@ -7,16 +7,14 @@ import math
 
 import numpy as np
 import pytest
-import skops.io
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from diabetes_regression.schema import CONTRACT
-from diabetes_regression.train import train_model
-from ml_service.bundle import MODEL_FILE, BundleMetadata, sha256_file
+from ml_service.bundle import MODEL_FILE
 from ml_service.serving import ModelIntegrityError, create_app
 from ml_service.settings import Settings
-from tests.conftest import DATA
+from tests.conftest import DATA, fit, write_bundle
 
 NAMES = CONTRACT.feature_names
 ROW = [59.0, 2.0, 32.1, 101.0, 157.0, 93.2, 38.0, 4.0, 4.8598, 87.0]
@@ -28,13 +26,9 @@ def bundle(tmp_path_factory):
     import pandas as pd
 
     directory = tmp_path_factory.mktemp("bundle")
-    model = train_model(pd.read_csv(DATA), {"alpha": 1.0})
-    skops.io.dump(model, directory / MODEL_FILE)
-    BundleMetadata(
-        name="diabetes-ridge", version=7, sha256=sha256_file(directory / MODEL_FILE),
-        git_commit="abc123", dataset_digest="d1g3st", metrics={"rmse": 50.0},
-        feature_names=NAMES,
-    ).write(directory)
+    model = fit(pd.read_csv(DATA), {"alpha": 1.0})
+    write_bundle(directory, model, version=7, git_commit="abc123", dataset_digest="d1g3st",
+                 metrics={"rmse": 50.0})
     return directory, model
 
 

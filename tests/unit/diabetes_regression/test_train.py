@@ -4,7 +4,12 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
 from diabetes_regression.schema import CONTRACT
-from diabetes_regression.train import build_model, train_model
+from diabetes_regression.train import build_model
+
+
+def train_model(frame, params):
+    model = build_model(params)
+    return model.fit(frame[CONTRACT.feature_names], frame[CONTRACT.target.name])
 
 
 def test_build_model_returns_an_unfitted_scaler_ridge_pipeline_with_the_params():

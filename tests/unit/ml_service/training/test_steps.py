@@ -1,4 +1,5 @@
-from ml_service.pipeline import StepRunner, code_version
+from ml_service.training.provenance import code_version
+from ml_service.training.steps import StepRunner
 
 CALLS: list[tuple] = []
 

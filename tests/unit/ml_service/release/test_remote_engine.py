@@ -8,7 +8,7 @@ import paramiko
 import pytest
 
 from ml_service.errors import UsageError
-from ml_service.remote_engine import install_identity
+from ml_service.release.remote_engine import install_identity
 from tests.servers import ssh_keypair as keypair
 
 

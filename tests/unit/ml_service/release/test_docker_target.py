@@ -6,7 +6,8 @@ import pytest
 from docker.errors import APIError, ImageNotFound
 
 from ml_service.errors import MlopsError, UsageError
-from ml_service.release import check_lasting_target, container_environment, ensure_base_image
+from ml_service.release.docker_target import check_lasting_target, container_environment
+from ml_service.release.image import ensure_base_image
 from ml_service.settings import Settings
 
 

@@ -1,0 +1,220 @@
+"""The promotion state machine, with a fake registry and a fake deploy target.
+
+The fakes keep the state the real adapters keep (aliases and tags in the
+registry; what each stage runs on the target), so every path is checked on
+that state: what serves, where the aliases point, and what history says.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+import pytest
+
+from ml_service.errors import UsageError
+from ml_service.release import promotion
+from ml_service.release.ports import Deployment, ReleaseError, SmokeCheck
+
+
+class FakeRegistry:
+    """Aliases, version tags and model tags, in memory."""
+
+    name = "model"
+
+    def __init__(self, versions: int = 3):
+        self.aliases: dict[str, int] = {}
+        self.tags = {v: {"image.id": f"sha256:image{v}"} for v in range(1, versions + 1)}
+        self.model_tags: dict[str, str] = {}
+
+    def alias_version(self, alias: str) -> int | None:
+        return self.aliases.get(alias)
+
+    def set_alias(self, alias: str, version: int) -> None:
+        self.aliases[alias] = version
+
+    def version_tags(self, version: int) -> dict[str, str]:
+        return self.tags[version]
+
+    def set_version_tag(self, version: int, key: str, value: str) -> None:
+        self.tags[version][key] = value
+
+    def model_tag(self, key: str) -> str | None:
+        return self.model_tags.get(key)
+
+    def set_model_tag(self, key: str, value: str) -> None:
+        self.model_tags[key] = value
+
+    def load_model(self, version: int) -> object:
+        return f"model {version}"
+
+
+class FakeTarget:
+    """Stages running images; a smoke check runs against a fake URL per version."""
+
+    def __init__(self, lasting: bool = True):
+        self.serving: dict[str, tuple[int, str]] = {}
+        self.lasting = lasting
+        self.deploys: list[tuple[str, int, bool]] = []
+
+    def ensure_lasting(self) -> None:
+        if not self.lasting:
+            raise UsageError("not a lasting target")
+
+    def resolve_image(self, version: int, tags: Mapping[str, str]) -> str:
+        if "image.id" not in tags:
+            raise ReleaseError(f"no image was built for version {version}")
+        return tags["image.id"]
+
+    def deploy(self, stage: str, version: int, image: str, smoke: SmokeCheck,
+               keep_previous: bool) -> Deployment:
+        self.deploys.append((stage, version, keep_previous))
+        previous = self.serving.get(stage)
+        self.serving[stage] = (version, image)
+        try:
+            smoke(f"http://{stage}/v{version}")
+        except ReleaseError as exc:
+            if keep_previous:  # what the real targets do: the old one serves again
+                if previous is None:
+                    del self.serving[stage]
+                else:
+                    self.serving[stage] = previous
+                raise ReleaseError(f"{exc}; {stage} is untouched") from None
+            raise
+        return Deployment(stage, version, f"{stage}-container", image, f"http://{stage}")
+
+    def current_version(self, stage: str) -> int | None:
+        return self.serving[stage][0] if stage in self.serving else None
+
+
+def smoke_failing(*bad: int):
+    """A smoke factory whose check fails for the versions in ``bad``."""
+
+    def factory(version: int) -> SmokeCheck:
+        def check(url: str) -> None:
+            assert url.endswith(f"/v{version}")
+            if version in bad:
+                raise ReleaseError(f"predictions of version {version} differ")
+        return check
+
+    return factory
+
+
+@pytest.fixture
+def registry():
+    return FakeRegistry()
+
+
+@pytest.fixture
+def target():
+    return FakeTarget()
+
+
+def history(registry):
+    return json.loads(registry.model_tags.get(promotion.HISTORY_TAG, "[]"))
+
+
+def test_a_version_that_passes_qa_gets_alias_qa(registry, target):
+    deployment = promotion.release_qa(registry, target, 1, "sha256:image1", smoke_failing())
+    assert registry.aliases == {"qa": 1}
+    assert target.serving["qa"] == (1, "sha256:image1") and deployment.stage == "qa"
+    assert target.deploys == [("qa", 1, False)]
+
+
+def test_a_version_that_fails_qa_leaves_alias_qa_where_it_was(registry, target):
+    promotion.release_qa(registry, target, 1, "sha256:image1", smoke_failing())
+    with pytest.raises(ReleaseError, match="QA smoke test failed for version 2"):
+        promotion.release_qa(registry, target, 2, "sha256:image2", smoke_failing(2))
+    assert registry.aliases == {"qa": 1}
+
+
+def test_first_promotion_deploys_the_qa_image_and_sets_production(registry, target):
+    registry.set_alias("qa", 1)
+    deployment = promotion.promote(registry, target, smoke_failing())
+    assert deployment.version == 1 and deployment.image_id == "sha256:image1"
+    assert target.serving["production"] == (1, "sha256:image1")
+    assert registry.aliases["production"] == 1 and history(registry) == [1]
+    assert target.deploys == [("production", 1, True)]  # the old one kept until it passes
+
+
+def test_a_promotion_replaces_production_and_records_the_history(registry, target):
+    promotion.promote(registry, target, smoke_failing(), 1)
+    promotion.promote(registry, target, smoke_failing(), 2)
+    assert target.serving["production"][0] == 2
+    assert registry.aliases["production"] == 2 and history(registry) == [1, 2]
+
+
+def test_a_candidate_failing_its_smoke_test_leaves_production_and_the_alias_alone(
+        registry, target):
+    promotion.promote(registry, target, smoke_failing(), 1)
+    with pytest.raises(ReleaseError) as failed:
+        promotion.promote(registry, target, smoke_failing(2), 2)
+    message = str(failed.value)
+    assert "production smoke test failed for version 2" in message
+    assert "alias 'production' unchanged" in message
+    assert target.serving["production"][0] == 1
+    assert registry.aliases["production"] == 1 and history(registry) == [1]
+
+
+def test_a_first_candidate_failing_leaves_nothing_deployed_and_no_alias(registry, target):
+    with pytest.raises(ReleaseError):
+        promotion.promote(registry, target, smoke_failing(1), 1)
+    assert "production" not in target.serving and "production" not in registry.aliases
+
+
+def test_promote_without_a_version_that_passed_qa_is_an_error(registry, target):
+    with pytest.raises(ReleaseError, match="no version has passed QA"):
+        promotion.promote(registry, target, smoke_failing())
+    assert target.deploys == []
+
+
+def test_a_version_without_an_image_is_refused_before_anything_is_deployed(target):
+    registry = FakeRegistry()
+    registry.tags[2] = {}
+    with pytest.raises(ReleaseError, match="no image was built for version 2"):
+        promotion.promote(registry, target, smoke_failing(), 2)
+    assert target.deploys == []
+
+
+def test_production_is_refused_on_a_target_that_would_not_last(registry):
+    target = FakeTarget(lasting=False)
+    with pytest.raises(UsageError):
+        promotion.promote(registry, target, smoke_failing(), 1)
+    with pytest.raises(UsageError):
+        promotion.rollback(registry, target, smoke_failing())
+    assert target.deploys == []
+
+
+def test_rollback_returns_to_the_previous_version(registry, target):
+    for version in (1, 2, 3):
+        promotion.promote(registry, target, smoke_failing(), version)
+    deployment = promotion.rollback(registry, target, smoke_failing())
+    assert deployment.version == 2 and target.serving["production"][0] == 2
+    assert registry.aliases["production"] == 2 and history(registry) == [1, 2]
+    promotion.rollback(registry, target, smoke_failing())
+    assert registry.aliases["production"] == 1 and history(registry) == [1]
+
+
+def test_rollback_with_no_history_is_an_error_and_changes_nothing(registry, target):
+    with pytest.raises(ReleaseError, match="nothing was promoted yet"):
+        promotion.rollback(registry, target, smoke_failing())
+    promotion.promote(registry, target, smoke_failing(), 1)
+    with pytest.raises(ReleaseError, match="only one version"):
+        promotion.rollback(registry, target, smoke_failing())
+    assert registry.aliases["production"] == 1 and target.serving["production"][0] == 1
+
+
+def test_a_rollback_whose_version_fails_its_smoke_test_keeps_production(registry, target):
+    promotion.promote(registry, target, smoke_failing(), 1)
+    promotion.promote(registry, target, smoke_failing(), 2)
+    with pytest.raises(ReleaseError, match="version 1"):
+        promotion.rollback(registry, target, smoke_failing(1))
+    assert registry.aliases["production"] == 2 and history(registry) == [1, 2]
+    assert target.serving["production"][0] == 2
+
+
+def test_promoting_the_serving_version_again_does_not_repeat_it_in_the_history(
+        registry, target):
+    promotion.promote(registry, target, smoke_failing(), 1)
+    promotion.promote(registry, target, smoke_failing(), 1)
+    assert history(registry) == [1]
