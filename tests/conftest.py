@@ -15,12 +15,12 @@ DATA = REPO / "data" / "diabetes.csv"
 DEFAULT_CONFIG = REPO / "src" / "diabetes_regression" / "config.yaml"
 
 
-def model_settings(**values):
-    """Settings from the environment (plus ``values``), resolved for the diabetes spec."""
+def model_settings(spec=None, **values):
+    """Settings from the environment (plus ``values``), resolved for ``spec`` (diabetes)."""
     from diabetes_regression.spec import SPEC
     from ml_service.settings import Settings
 
-    return Settings(**values).for_model(SPEC)
+    return Settings(**values).for_model(spec or SPEC)
 
 
 def fit(frame: pd.DataFrame, params: dict, spec=None):
@@ -125,3 +125,35 @@ def team_server(tmp_path_factory):
         server.close()
     finally:
         postgres.stop()
+
+
+CANCER_PACKAGE = REPO / "tests" / "models" / "cancer_classifier"
+
+
+@pytest.fixture(scope="session")
+def second_model(tmp_path_factory) -> Path:
+    """The test classifier package, installed into a directory of its own.
+
+    A real install (uv builds its wheel and writes its entry point), but kept
+    out of the project's environment: only tests that put the directory on
+    their path (and set MLOPS_MODEL=cancer) see a second model.
+    """
+    import subprocess
+    import sys
+
+    target = tmp_path_factory.mktemp("second-model")
+    uv = Path(sys.executable).parent / "uv"
+    subprocess.run([str(uv), "pip", "install", "--quiet", "--no-deps", "--python",
+                    sys.executable, "--target", str(target), str(CANCER_PACKAGE)],
+                   check=True, capture_output=True, timeout=300)
+    return target
+
+
+@pytest.fixture
+def cancer(second_model: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``workdir`` with the classifier installed beside diabetes and chosen by MLOPS_MODEL."""
+    monkeypatch.syspath_prepend(str(second_model))
+    monkeypatch.setenv("PYTHONPATH", str(second_model))
+    monkeypatch.setenv("MLOPS_MODEL", "cancer")
+    monkeypatch.delenv("MLOPS_DATA_PATH", raising=False)
+    return workdir

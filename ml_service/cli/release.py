@@ -29,9 +29,8 @@ app = typer.Typer()
 
 def _target(settings: Settings, client: Any = None) -> DockerTarget:
     from ml_service.release.docker_target import DockerTarget
-    from ml_service.release.image import docker_client
 
-    return DockerTarget(settings, client or docker_client())
+    return DockerTarget(settings, client)
 
 
 def _smoke(settings: Settings, spec: ModelSpec, registry: Registry) -> SmokeFactory:

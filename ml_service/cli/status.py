@@ -10,11 +10,12 @@ from rich.table import Table
 from ml_service.cli.common import JsonOption, connected, guarded, out, write_json
 from ml_service.errors import MlopsError
 from ml_service.settings import Settings
+from ml_service.spec import ModelSpec
 
 app = typer.Typer()
 
-#: Metric columns shown: the spec's first ones (all of them are in --json-out).
-SHOWN_METRICS = 4
+#: Metric columns shown: the gate's primary metric and the floors' (all are in --json-out).
+SHOWN_METRICS = 2
 
 
 @app.command()
@@ -31,7 +32,7 @@ def status(json_out: JsonOption = None) -> None:
     if not versions:
         out.print(f"no versions of '{registry.name}' registered yet: run `make pipeline`")
         return
-    metrics = spec.metric_names[:SHOWN_METRICS]
+    metrics = _shown_metrics(settings, spec)
     table = Table(title=f"{registry.name} @ {settings.resolved_tracking_uri}",
                   title_justify="left")
     table.add_column("version")
@@ -52,6 +53,17 @@ def status(json_out: JsonOption = None) -> None:
         )
     out.print(table)
     _print_deployments(settings)
+
+
+def _shown_metrics(settings: Settings, spec: ModelSpec) -> list[str]:
+    from ml_service.training.config import load_config
+
+    try:
+        gate = load_config(settings.config_file, spec).gate
+        names = [gate.primary_metric, *gate.floor, *spec.metric_names]
+    except MlopsError:  # a broken config must not hide the registry
+        names = spec.metric_names
+    return list(dict.fromkeys(names))[:SHOWN_METRICS]
 
 
 def _print_deployments(settings: Settings) -> None:

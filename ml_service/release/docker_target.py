@@ -59,9 +59,19 @@ def check_lasting_target(settings: Settings) -> None:
 class DockerTarget:
     """Stages as containers ``<model name>-<stage>`` on one Docker engine."""
 
-    def __init__(self, settings: Settings, client: Any):
+    def __init__(self, settings: Settings, client: Any = None):
         self.settings = settings
-        self.client = client
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        """The Docker SDK client, connected on first use (so checks that need no
+        engine, such as :meth:`ensure_lasting`, work without one)."""
+        if self._client is None:
+            from ml_service.release.image import docker_client
+
+            self._client = docker_client()
+        return self._client
 
     # -- DeployTarget
 
