@@ -7,8 +7,11 @@ They skip with the reason when no engine is reachable, unless REQUIRE_DOCKER=1
 from __future__ import annotations
 
 import os
+import uuid
 
 import pytest
+
+from tests.servers import free_port
 
 REQUIRED = os.environ.get("REQUIRE_DOCKER") == "1"
 
@@ -86,3 +89,29 @@ def local_registry(tmp_path_factory, docker_client):
     yield f"127.0.0.1:{port}"
     process.terminate()
     process.wait(timeout=10)
+
+
+@pytest.fixture
+def env(tmp_path, build_dir, docker_client):
+    """Make's environment: isolated store, unique names and ports, fast deadlines."""
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    values = {
+        "MLFLOW_TRACKING_URI": "",
+        "MLOPS_STORE_DIR": str(tmp_path / ".mlflow"),
+        "MLOPS_CACHE_DIR": str(tmp_path / "cache"),
+        "MLOPS_REPORTS_DIR": str(tmp_path / "reports"),
+        "MLOPS_BUILD_DIR": str(build_dir),
+        "MLOPS_MODEL_NAME": name,
+        "MLOPS_IMAGE_NAME": f"{name}-scoring",
+        "MLOPS_QA_PORT": str(free_port()),
+        "MLOPS_PRODUCTION_PORT": str(free_port()),
+        "MLOPS_SMOKE_DEADLINE": "60",
+    }
+    yield values
+    for container in docker_client.containers.list(all=True, filters={"name": name}):
+        container.remove(force=True)
+    for image in docker_client.images.list():
+        if any(name in ref for ref in image.tags + image.attrs.get("RepoDigests", [])):
+            docker_client.images.remove(image.id, force=True)
+    for volume in docker_client.volumes.list(filters={"name": name}):
+        volume.remove(force=True)
