@@ -13,26 +13,19 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from ml_service.net import free_port  # noqa: F401 - re-exported for the tests
 
 
 def wait_for_http(url: str, process: subprocess.Popen, deadline: float) -> bool:
     """Poll ``url`` until it answers 200; False if ``process`` exits or time runs out."""
-    stop = time.monotonic() + deadline
-    while process.poll() is None and time.monotonic() < stop:
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return True
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    return False
+    from ml_service.net import wait_for_http as wait
+
+    try:
+        wait(url, deadline, process)
+        return True
+    except (TimeoutError, ChildProcessError):
+        return False
 
 
 def unavailable(reason: str, required_by: str) -> None:
