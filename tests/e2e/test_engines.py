@@ -10,7 +10,7 @@ import pytest
 import requests
 from docker.errors import ImageNotFound
 
-from tests.e2e.test_release import alias, env, make, ok  # noqa: F401 - fixture
+from tests.e2e.test_release import alias, make, ok
 from tests.servers import Sshd, free_port
 
 pytestmark = pytest.mark.e2e

@@ -1,0 +1,84 @@
+"""Finding a model through its entry point, and the contract's round trip through a bundle."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from importlib.metadata import EntryPoint
+
+import pytest
+
+from diabetes_regression.schema import CONTRACT
+from diabetes_regression.spec import SPEC
+from ml_service import spec as spec_module
+from ml_service.contract import DataContract
+from ml_service.errors import UsageError
+from ml_service.settings import Settings
+
+
+def installed(monkeypatch, **entries: str) -> None:
+    points = {name: EntryPoint(name, value, spec_module.ENTRY_POINT_GROUP)
+              for name, value in entries.items()}
+    monkeypatch.setattr(spec_module, "installed_models", lambda: points)
+
+
+def test_the_only_installed_model_is_the_default(monkeypatch):
+    installed(monkeypatch, diabetes="diabetes_regression.spec:SPEC")
+    assert spec_module.load_spec().name == "diabetes-ridge"
+
+
+def test_no_installed_model_says_how_to_register_one(monkeypatch):
+    installed(monkeypatch)
+    with pytest.raises(UsageError, match="register a ModelSpec under the entry-point group"):
+        spec_module.load_spec()
+
+
+def test_an_unknown_model_name_lists_the_installed_ones(monkeypatch):
+    installed(monkeypatch, diabetes="diabetes_regression.spec:SPEC")
+    with pytest.raises(UsageError, match="MLOPS_MODEL=sales is not an installed model; "
+                                         "installed: diabetes"):
+        spec_module.load_spec("sales")
+
+
+def test_an_entry_point_that_does_not_import_is_a_usage_error(monkeypatch):
+    installed(monkeypatch, broken="no_such_package.spec:SPEC")
+    with pytest.raises(UsageError, match="could not be imported: ModuleNotFoundError"):
+        spec_module.load_spec()
+
+
+def test_an_entry_point_that_is_not_a_spec_is_a_usage_error(monkeypatch):
+    installed(monkeypatch, wrong="diabetes_regression.schema:CONTRACT")
+    with pytest.raises(UsageError, match="is a DataContract, not a ml_service.spec.ModelSpec"):
+        spec_module.load_spec()
+
+
+def test_the_package_is_taken_from_the_entry_point():
+    assert SPEC.package == ""  # as declared; load_spec fills it in
+    assert spec_module.load_spec("diabetes").package == "diabetes_regression"
+
+
+def test_the_contract_survives_its_json_round_trip():
+    assert DataContract.from_json(CONTRACT.to_json()) == CONTRACT
+
+
+def test_settings_take_their_model_defaults_from_the_spec_unless_set(monkeypatch):
+    resolved = Settings().for_model(SPEC)
+    assert resolved.model_name == resolved.experiment_name == "diabetes-ridge"
+    assert resolved.image_name == "diabetes-ridge-scoring"
+    assert resolved.data_file == SPEC.data_path and resolved.config_file == SPEC.config_path
+    monkeypatch.setenv("MLOPS_MODEL_NAME", "team-model")
+    assert Settings().for_model(SPEC).image_name == "team-model-scoring"
+    assert Settings().for_model(replace(SPEC, name="other")).model_name == "team-model"
+
+
+def test_predictions_of_a_classifier_are_the_probability_of_the_last_class():
+    import numpy as np
+
+    class Model:
+        def predict(self, rows):
+            return np.array([1, 0])
+
+        def predict_proba(self, rows):
+            return np.array([[0.2, 0.8], [0.9, 0.1]])
+
+    assert spec_module.predictions(Model(), None, "predict_proba").tolist() == [0.8, 0.1]
+    assert spec_module.predictions(Model(), None, "predict").tolist() == [1.0, 0.0]
