@@ -57,6 +57,21 @@ def diabetes() -> pd.DataFrame:
     return pd.read_csv(DATA)
 
 
+def isolated_env(root: Path) -> dict[str, str]:
+    """Environment that sends the store, cache and reports under ``root``.
+
+    An empty MLFLOW_TRACKING_URI selects the embedded store even when a
+    developer's shell or .env names a server. Every test that runs the
+    pipeline (in-process, through make, or in a container) starts from this.
+    """
+    return {
+        "MLFLOW_TRACKING_URI": "",
+        "MLOPS_STORE_DIR": str(root / ".mlflow"),
+        "MLOPS_CACHE_DIR": str(root / "cache"),
+        "MLOPS_REPORTS_DIR": str(root / "reports"),
+    }
+
+
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh working directory with its own embedded store, cache and reports.
@@ -64,12 +79,12 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     The developer's MLFLOW_TRACKING_URI and .env are kept out of the test.
     """
     monkeypatch.chdir(tmp_path)
-    for name in ("MLFLOW_TRACKING_URI", "MLOPS_TRACKING_URI", "MLOPS_CONFIG_PATH"):
+    for name in ("MLOPS_TRACKING_URI", "MLOPS_CONFIG_PATH", "MLOPS_MODEL"):
         monkeypatch.delenv(name, raising=False)
+    for name, value in isolated_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")  # in-process, unset rather than empty
     monkeypatch.setenv("MLOPS_DATA_PATH", str(DATA))
-    monkeypatch.setenv("MLOPS_STORE_DIR", str(tmp_path / ".mlflow"))
-    monkeypatch.setenv("MLOPS_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("MLOPS_REPORTS_DIR", str(tmp_path / "reports"))
     return tmp_path
 
 

@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 
+from tests.conftest import isolated_env
 from tests.servers import free_port
 
 REQUIRED = os.environ.get("REQUIRE_DOCKER") == "1"
@@ -96,10 +97,7 @@ def env(tmp_path, build_dir, docker_client):
     """Make's environment: isolated store, unique names and ports, fast deadlines."""
     name = f"e2e-{uuid.uuid4().hex[:8]}"
     values = {
-        "MLFLOW_TRACKING_URI": "",
-        "MLOPS_STORE_DIR": str(tmp_path / ".mlflow"),
-        "MLOPS_CACHE_DIR": str(tmp_path / "cache"),
-        "MLOPS_REPORTS_DIR": str(tmp_path / "reports"),
+        **isolated_env(tmp_path),
         "MLOPS_BUILD_DIR": str(build_dir),
         "MLOPS_MODEL_NAME": name,
         "MLOPS_IMAGE_NAME": f"{name}-scoring",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, isolated_env
 
 
 def make(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -27,12 +27,7 @@ def make(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def isolated(tmp_path: Path) -> dict[str, str]:
-    return {
-        "MLFLOW_TRACKING_URI": "",
-        "MLOPS_STORE_DIR": str(tmp_path / ".mlflow"),
-        "MLOPS_CACHE_DIR": str(tmp_path / "cache"),
-        "MLOPS_REPORTS_DIR": str(tmp_path / "reports"),
-    }
+    return isolated_env(tmp_path)
 
 
 def test_summary_writes_the_job_summary_and_step_outputs(isolated, tmp_path):
@@ -147,9 +142,7 @@ def github_env(isolated: dict, fake: FakeGitHub) -> dict:
 def store_blob(tmp_path_factory) -> bytes:
     """A zipped embedded store holding a champion, as the retrain job uploads it."""
     root = tmp_path_factory.mktemp("store")
-    env = {"MLFLOW_TRACKING_URI": "", "MLOPS_STORE_DIR": str(root / ".mlflow"),
-           "MLOPS_CACHE_DIR": str(root / "cache"), "MLOPS_REPORTS_DIR": str(root / "reports")}
-    assert make("pipeline", env=env).returncode == 0
+    assert make("pipeline", env=isolated_env(root)).returncode == 0
     return zipped(root / ".mlflow")
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, isolated_env
 from tests.servers import free_port
 
 MAKEFILE = (REPO / "Makefile").read_text()
@@ -30,17 +30,8 @@ def make(*args: str, env: dict[str, str] | None = None, cwd: Path = REPO):
 
 @pytest.fixture
 def isolated(tmp_path: Path) -> dict[str, str]:
-    """Environment that sends the store, cache and reports to ``tmp_path``.
-
-    An empty MLFLOW_TRACKING_URI selects the embedded store even when a
-    developer's shell or .env names a server.
-    """
-    return {
-        "MLFLOW_TRACKING_URI": "",
-        "MLOPS_STORE_DIR": str(tmp_path / ".mlflow"),
-        "MLOPS_CACHE_DIR": str(tmp_path / "cache"),
-        "MLOPS_REPORTS_DIR": str(tmp_path / "reports"),
-    }
+    """The store, cache and reports under ``tmp_path``."""
+    return isolated_env(tmp_path)
 
 
 def test_help_is_the_default_goal_and_lists_every_target():
