@@ -34,7 +34,7 @@ help: ## List the targets
 install: $(VENV)/.installed ## Create .venv and install the locked dependencies (uv)
 
 .PHONY: lint
-lint: install ## flake8 (+bugbear), import-linter, mypy; actionlint, zizmor, JSON schemas on .github; hadolint
+lint: install ## flake8 (+bugbear), import-linter, mypy; actionlint, zizmor, schemas on .github and the Kubernetes overlays; hadolint
 	$(BIN)/flake8 src ml_service tests
 	$(BIN)/lint-imports
 	$(BIN)/mypy --strict ml_service
@@ -45,6 +45,7 @@ lint: install ## flake8 (+bugbear), import-linter, mypy; actionlint, zizmor, JSO
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-actions .github/actions/*/action.yml
 	$(BIN)/check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
 	$(BIN)/hadolint environments/scoring/Dockerfile infra/mlflow/Dockerfile
+	VALIDATE=$(BIN)/kubernetes-validate infra/kubernetes/check-manifests.sh
 
 .PHONY: test
 test: lint pytest ## Run lint, then every test (unit, data, integration, e2e)
@@ -137,6 +138,10 @@ push: install ## Push the QA image (or VERSION=n) to MLOPS_IMAGE_REGISTRY, e.g. 
 remote-engine: install ## For an ssh:// DOCKER_HOST, install DOCKER_SSH_KEY and DOCKER_SSH_KNOWN_HOSTS
 	$(BIN)/mlops remote-engine
 
+.PHONY: kubeconfig
+kubeconfig: install ## For the Kubernetes target in Actions: install KUBE_CONFIG_DATA as ~/.kube/config, check access
+	$(BIN)/mlops kubeconfig
+
 .PHONY: promote
 promote: install ## Run the image that passed QA in production (rolls back on failure)
 	$(BIN)/mlops promote $(version_arg)
@@ -183,6 +188,16 @@ collect: install ## Join the scoring log with OUTCOMES=file.csv into a new datas
 .PHONY: trigger-retrain
 trigger-retrain: ## Start the retrain workflow (Actions; needs GH_TOKEN with actions: write)
 	gh workflow run retrain.yml --repo "$${GITHUB_REPOSITORY:?set GITHUB_REPOSITORY}"
+
+# A local single-node Kubernetes for the Kubernetes deploy target and its tests
+# (built once from Debian's source package, cached by a hash of the build script).
+.PHONY: cluster-up
+cluster-up: ## Start a local single-node Kubernetes (root, Docker); prints the KUBECONFIG to use
+	infra/kubernetes/cluster-up.sh
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local Kubernetes and remove its state (the build stays cached)
+	infra/kubernetes/cluster-down.sh
 
 .PHONY: status
 status: install ## Show registered versions, aliases, metrics and running containers

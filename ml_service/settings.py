@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 # The official image's multi-platform index for python:3.11-slim, pinned so a
 # rebuild gets the same base; update tag and digest together (MLOPS_BASE_IMAGE
 # overrides it, e.g. with the air-gapped image of infra/base-image/build.sh).
+# The manifests of the Kubernetes target (kustomize base and overlays).
+KUBERNETES = Path(__file__).resolve().parents[1] / "infra" / "kubernetes"
 BASE_IMAGE = (
     "python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7"
 )
@@ -139,6 +141,33 @@ class Settings(BaseSettings):
         default=90.0, gt=0, description="Seconds a new container has to become healthy."
     )
 
+    # Where QA and production run: containers on a Docker engine, or
+    # Deployments on a Kubernetes cluster (kubectl, the kubeconfig's contexts).
+    deploy_target: Literal["docker", "kubernetes"] = Field(
+        default="docker", description="docker (a Docker engine) or kubernetes (a cluster).")
+    kubectl: str = Field(default="kubectl", description="The kubectl to run.")
+    kube_context_qa: str | None = Field(
+        default=None, description="kubeconfig context of QA; unset = the current context.")
+    kube_context_production: str | None = Field(
+        default=None, description="kubeconfig context of production; unset = the current one.")
+    kube_namespace_qa: str = Field(default="mlops-qa", description="Namespace of QA.")
+    kube_namespace_production: str = Field(
+        default="mlops-production", description="Namespace of production.")
+    kube_overlay_qa: Path = Field(
+        default=KUBERNETES / "overlays" / "qa", description="kustomize overlay of QA.")
+    kube_overlay_production: Path = Field(
+        default=KUBERNETES / "overlays" / "production",
+        description="kustomize overlay of production.")
+    rollout_deadline: float = Field(
+        default=180.0, gt=0, description="Seconds a rollout has to become ready before undo.")
+    kube_config_data: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("KUBE_CONFIG_DATA"),
+        description="A kubeconfig (text or base64) that `mlops kubeconfig` installs.")
+    registry_username: str | None = Field(
+        default=None, description="User of MLOPS_IMAGE_REGISTRY for the cluster's pull secret.")
+    registry_password: SecretStr | None = Field(
+        default=None, description="Token of MLOPS_IMAGE_REGISTRY for the cluster's pull secret.")
+
     # Where the containers run. The Docker SDK reads DOCKER_HOST itself; it is
     # read here too, to know whether the engine is this machine or a lasting host.
     docker_host: str | None = Field(
@@ -171,6 +200,8 @@ class Settings(BaseSettings):
     @field_validator("model", "data_path", "config_path", "tracking_uri", "scoring_log_dir",
                      "model_sha256", "image_registry", "scoring_log_uri", "docker_host",
                      "engine_address", "publish_address", "runner_environment",
+                     "kube_context_qa", "kube_context_production", "kube_config_data",
+                     "registry_username", "registry_password",
                      "docker_ssh_key", "docker_ssh_known_hosts",
                      mode="before")
     @classmethod

@@ -255,3 +255,10 @@ class Sshd:
         except subprocess.TimeoutExpired:
             self.process.kill()
         self.log.close()
+
+
+def kubectl_binary() -> str | None:
+    """The kubectl built with the local cluster (the server's version), else the one on PATH."""
+    cache = Path(os.environ.get("MLOPS_CACHE_HOME", Path.home() / ".cache" / "mlops-template"))
+    built = sorted(glob.glob(str(cache / "kubernetes" / "*" / "bin" / "kubectl")))
+    return built[-1] if built else shutil.which("kubectl")

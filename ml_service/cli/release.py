@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -19,7 +20,7 @@ from ml_service.cli.common import (
 
 if TYPE_CHECKING:
     from ml_service.registry import Registry
-    from ml_service.release.docker_target import DockerTarget
+    from ml_service.release.ports import DeployTarget
     from ml_service.release.promotion import SmokeFactory
     from ml_service.settings import Settings
     from ml_service.spec import ModelSpec
@@ -27,9 +28,13 @@ if TYPE_CHECKING:
 app = typer.Typer()
 
 
-def _target(settings: Settings, client: Any = None) -> DockerTarget:
+def _target(settings: Settings, client: Any = None) -> DeployTarget:
+    """The deploy target MLOPS_DEPLOY_TARGET names."""
     from ml_service.release.docker_target import DockerTarget
+    from ml_service.release.kubernetes_target import KubernetesTarget
 
+    if settings.deploy_target == "kubernetes":
+        return KubernetesTarget(settings)
     return DockerTarget(settings, client)
 
 
@@ -59,7 +64,7 @@ def release(
     rebuild: Annotated[bool, typer.Option(help="Build even if the version has an image.")] = False,
 ) -> None:
     """Build the image (if needed), run it as QA, smoke-test it, set alias 'qa'."""
-    from ml_service.release.image import build_image, docker_client, image_exists
+    from ml_service.release.image import build_image, docker_client, image_exists, push_image
     from ml_service.release.promotion import release_qa
 
     settings, spec, registry = connected()
@@ -68,11 +73,14 @@ def release(
     image_id = registry.version_tags(chosen).get("image.id")
     if rebuild or not image_id or not image_exists(client, image_id):
         image_id, _ = build_image(settings, registry, spec, chosen, client)
-    deployment = release_qa(registry, _target(settings, client), chosen, image_id,
-                            _smoke(settings, spec, registry))
+    target = _target(settings, client)
+    image = image_id
+    if settings.deploy_target == "kubernetes":  # a cluster pulls by digest: push first
+        image = push_image(settings, registry, chosen, client)
+    deployment = release_qa(registry, target, chosen, image, _smoke(settings, spec, registry))
     out.print(
         f"[green]QA passed[/]: version {chosen} serves at {deployment.url} "
-        f"({deployment.container}, image {image_id[:19]}); alias 'qa' set"
+        f"({deployment.container}, image {image[:60]}); alias 'qa' set"
     )
 
 
@@ -133,3 +141,22 @@ def rollback() -> None:
     settings, spec, registry = connected()
     deployment = promotion.rollback(registry, _target(settings), _smoke(settings, spec, registry))
     out.print(f"[green]rolled back[/]: production serves version {deployment.version} again")
+
+
+@app.command()
+@guarded
+def kubeconfig() -> None:
+    """Install KUBE_CONFIG_DATA as ~/.kube/config, then check the cluster answers.
+
+    For the Kubernetes target in Actions (KUBE_CONFIG_DATA is a secret of the
+    production environment); does nothing when KUBE_CONFIG_DATA is unset.
+    """
+    from ml_service.release.cluster_access import install_kubeconfig
+    from ml_service.release.kubernetes_target import KubernetesTarget
+
+    settings = load_settings()
+    data = settings.kube_config_data.get_secret_value() if settings.kube_config_data else None
+    target = Path(os.environ.get("KUBECONFIG") or Path.home() / ".kube" / "config")
+    out.print(install_kubeconfig(data, target), markup=False)
+    if settings.deploy_target == "kubernetes":
+        out.print(KubernetesTarget(settings).check_access("production"), markup=False)

@@ -68,10 +68,12 @@ def _shown_metrics(settings: Settings, spec: ModelSpec) -> list[str]:
 
 def _print_deployments(settings: Settings) -> None:
     from ml_service.release.docker_target import DockerTarget
-    from ml_service.release.image import docker_client
+    from ml_service.release.kubernetes_target import KubernetesTarget
 
+    target = (KubernetesTarget(settings) if settings.deploy_target == "kubernetes"
+              else DockerTarget(settings))
     try:
-        running = DockerTarget(settings, docker_client()).statuses()
+        running = target.statuses()
     except MlopsError as exc:
         out.print(f"[dim]deployments: unknown ({exc})[/]")
         return

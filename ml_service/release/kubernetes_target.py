@@ -1,0 +1,275 @@
+"""The Kubernetes deploy target: each stage is a Deployment in its own namespace.
+
+Through ``kubectl`` (its kustomize renders the stage's overlay of
+``infra/kubernetes/``; the cluster is whatever the kubeconfig context names):
+the image that passed QA is put into the rendered Deployment by digest and
+applied, which starts a rolling update (``maxUnavailable: 0``: the old pods
+serve until new ones are ready). The rollout must finish within
+``MLOPS_ROLLOUT_DEADLINE``; then every pod of the new ReplicaSet is
+smoke-tested through ``kubectl port-forward`` on 127.0.0.1. A rollout that
+never gets ready, or a pod that fails its smoke test, is undone (``kubectl
+rollout undo``: the previous ReplicaSet back) before the error is raised.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import subprocess
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ml_service.release.cluster_access import pull_secret
+from ml_service.release.ports import Deployment, ReleaseError, SmokeCheck
+from ml_service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+DEPLOYMENT = "scoring"
+CONTAINER = "scoring"
+VERSION_ANNOTATION = "mlops-template.io/model-version"
+REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
+_FORWARDING = re.compile(r"Forwarding from 127\.0\.0\.1:(\d+)")
+
+
+class KubernetesTarget:
+    """Stages as Deployments named ``scoring``, one namespace per stage."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    # -- DeployTarget
+
+    def ensure_lasting(self) -> None:
+        """A cluster outlives the job that deploys to it: nothing to refuse."""
+
+    def resolve_image(self, version: int, tags: Mapping[str, str]) -> str:
+        """The pushed digest of ``version``'s image (tag ``image.ref``).
+
+        Raises:
+            ReleaseError: If the image was never pushed: a cluster pulls images
+                from a registry, by digest.
+        """
+        ref = tags.get("image.ref")
+        if not ref:
+            built = "built" if tags.get("image.id") else "not even built"
+            raise ReleaseError(
+                f"version {version}'s image was {built} but never pushed, and a cluster pulls "
+                "images by digest from a registry: run `mlops push --version "
+                f"{version}` (MLOPS_IMAGE_REGISTRY) first"
+            )
+        return ref
+
+    def current_version(self, stage: str) -> int | None:
+        """The model version the stage's Deployment runs, or None."""
+        deployment = self._deployment(stage)
+        if deployment is None:
+            return None
+        annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
+        value = annotations.get(VERSION_ANNOTATION)
+        return int(value) if value else None
+
+    def deploy(self, stage: str, version: int, image: str, smoke: SmokeCheck,
+               keep_previous: bool) -> Deployment:
+        """Roll the stage to ``image``; undo the rollout if it fails (see the module doc).
+
+        ``keep_previous`` is always honoured: a rolling update with
+        ``maxUnavailable: 0`` keeps the previous pods until the new ones are ready.
+        """
+        before = self.current_version(stage)
+        self._ensure_namespace(stage)
+        self._ensure_pull_secret(stage)
+        self._kubectl(stage, "apply", "-f", "-", input=self.render(stage, version, image))
+        deadline = self.settings.rollout_deadline
+        try:
+            self._kubectl(stage, "rollout", "status", f"deployment/{DEPLOYMENT}",
+                          f"--timeout={deadline:.0f}s", timeout=deadline + 30)
+        except ReleaseError as exc:
+            self._undo(stage, before, f"the new pods of version {version} were not ready within "
+                       f"{deadline:.0f}s ({exc})")
+        pods = self.new_pods(stage)
+        for pod in pods:
+            try:
+                with self.port_forward(stage, f"pod/{pod}") as url:
+                    smoke(url)
+            except ReleaseError as exc:
+                self._undo(stage, before, f"pod {pod} failed its smoke test: {exc}")
+        logger.info("%s: version %s rolled out on %d pod(s)", stage, version, len(pods))
+        return Deployment(stage, version, f"{self.namespace(stage)}/deployment/{DEPLOYMENT}",
+                          image, f"service/{DEPLOYMENT} in namespace {self.namespace(stage)}")
+
+    def check_access(self, stage: str) -> str:
+        """Say which cluster the stage's context reaches, or raise ReleaseError."""
+        allowed = self._kubectl(stage, "auth", "can-i", "patch", "deployments").strip()
+        if allowed != "yes":
+            raise ReleaseError(f"the kubeconfig's user may not update Deployments in namespace "
+                               f"{self.namespace(stage)}")
+        server = self._run([*self._base(stage, namespaced=False), "config", "view", "--minify",
+                            "-o", "jsonpath={.clusters[0].cluster.server}"])
+        return (f"the cluster at {server} answers; Deployments in namespace "
+                f"{self.namespace(stage)} may be updated")
+
+    # -- what runs where
+
+    def namespace(self, stage: str) -> str:
+        """The stage's namespace (MLOPS_KUBE_NAMESPACE_<STAGE>)."""
+        return {"qa": self.settings.kube_namespace_qa,
+                "production": self.settings.kube_namespace_production}[stage]
+
+    def overlay(self, stage: str) -> Path:
+        """The stage's kustomize overlay (MLOPS_KUBE_OVERLAY_<STAGE>)."""
+        return {"qa": self.settings.kube_overlay_qa,
+                "production": self.settings.kube_overlay_production}[stage]
+
+    def statuses(self) -> list[dict[str, str]]:
+        """Replicas ready, image and version of each stage's Deployment."""
+        found = []
+        for stage in ("qa", "production"):
+            deployment = self._deployment(stage)
+            if deployment is None:
+                continue
+            template = deployment["spec"]["template"]
+            status = deployment.get("status", {})
+            found.append({
+                "stage": stage,
+                "version": template["metadata"].get("annotations", {}).get(
+                    VERSION_ANNOTATION, ""),
+                "container": f"{self.namespace(stage)}/deployment/{DEPLOYMENT}",
+                "status": f"{status.get('readyReplicas', 0)}/{deployment['spec']['replicas']} "
+                          "ready",
+                "health": "rolled out" if status.get("updatedReplicas") == status.get(
+                    "replicas") == status.get("readyReplicas") else "rolling",
+                "image": template["spec"]["containers"][0]["image"],
+            })
+        return found
+
+    def render(self, stage: str, version: int, image: str) -> str:
+        """The stage's overlay rendered by kustomize, with ``image`` and ``version`` set."""
+        rendered = self._run([self.settings.kubectl, "kustomize", str(self.overlay(stage))])
+        documents = [d for d in yaml.safe_load_all(rendered) if d]
+        deployments = [d for d in documents
+                       if d.get("kind") == "Deployment" and d["metadata"]["name"] == DEPLOYMENT]
+        if len(deployments) != 1:
+            raise ReleaseError(f"{self.overlay(stage)} does not render one Deployment named "
+                               f"'{DEPLOYMENT}'")
+        deployment = deployments[0]
+        deployment["metadata"].setdefault("annotations", {})[
+            "kubernetes.io/change-cause"] = f"mlops: version {version}, {image}"
+        template = deployment["spec"]["template"]
+        template["metadata"].setdefault("annotations", {})[VERSION_ANNOTATION] = str(version)
+        containers = [c for c in template["spec"]["containers"] if c["name"] == CONTAINER]
+        if not containers:
+            raise ReleaseError(f"the Deployment of {self.overlay(stage)} has no container "
+                               f"'{CONTAINER}'")
+        containers[0]["image"] = image
+        return yaml.safe_dump_all(documents, sort_keys=False)
+
+    def new_pods(self, stage: str) -> list[str]:
+        """Names of the pods of the Deployment's current ReplicaSet."""
+        deployment = self._deployment(stage)
+        if deployment is None:
+            return []
+        revision = deployment["metadata"].get("annotations", {}).get(REVISION_ANNOTATION)
+        selector = ",".join(f"{k}={v}" for k, v in
+                            deployment["spec"]["selector"]["matchLabels"].items())
+        replicasets = json.loads(self._kubectl(stage, "get", "replicasets", "-l", selector,
+                                               "-o", "json"))["items"]
+        current = [rs for rs in replicasets
+                   if rs["metadata"].get("annotations", {}).get(REVISION_ANNOTATION) == revision]
+        if not current:
+            raise ReleaseError(f"no ReplicaSet of revision {revision} in {self.namespace(stage)}")
+        template_hash = current[0]["metadata"]["labels"]["pod-template-hash"]
+        pods = json.loads(self._kubectl(stage, "get", "pods", "-l",
+                                        f"{selector},pod-template-hash={template_hash}",
+                                        "-o", "json"))["items"]
+        return sorted(p["metadata"]["name"] for p in pods
+                      if not p["metadata"].get("deletionTimestamp"))
+
+    @contextmanager
+    def port_forward(self, stage: str, resource: str) -> Iterator[str]:
+        """``kubectl port-forward`` of ``resource``'s port 8080 to a free port on 127.0.0.1."""
+        command = [*self._base(stage), "port-forward", "--address", "127.0.0.1", resource, ":8080"]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            match = _FORWARDING.search(line)
+            if match is None:
+                error = process.stderr.read() if process.stderr else ""
+                raise ReleaseError(f"kubectl port-forward {resource} failed: "
+                                   f"{(line + error).strip()[:300]}")
+            yield f"http://127.0.0.1:{match.group(1)}"
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+    # -- internals
+
+    def _undo(self, stage: str, before: int | None, reason: str) -> None:
+        if before is None:
+            self._kubectl(stage, "delete", "deployment", DEPLOYMENT, "--wait=false")
+            raise ReleaseError(f"{reason}; nothing was serving before, so the new Deployment "
+                               "was deleted")
+        self._kubectl(stage, "rollout", "undo", f"deployment/{DEPLOYMENT}")
+        self._kubectl(stage, "rollout", "status", f"deployment/{DEPLOYMENT}",
+                      f"--timeout={self.settings.rollout_deadline:.0f}s",
+                      timeout=self.settings.rollout_deadline + 30)
+        raise ReleaseError(f"{reason}; the rollout was undone: {stage} is untouched and still "
+                           f"serves version {before}")
+
+    def _ensure_namespace(self, stage: str) -> None:
+        namespace = yaml.safe_dump({"apiVersion": "v1", "kind": "Namespace",
+                                    "metadata": {"name": self.namespace(stage)}})
+        self._run([*self._base(stage, namespaced=False), "apply", "-f", "-"], input=namespace)
+
+    def _ensure_pull_secret(self, stage: str) -> None:
+        """The registry credentials as the pods' pull secret, when they are configured."""
+        settings = self.settings
+        if not (settings.image_registry and settings.registry_username
+                and settings.registry_password):
+            return
+        host = settings.image_registry.split("/")[0]
+        secret = pull_secret(self.namespace(stage), host, settings.registry_username,
+                             settings.registry_password.get_secret_value())
+        self._kubectl(stage, "apply", "-f", "-", input=secret)
+
+    def _deployment(self, stage: str) -> dict[str, Any] | None:
+        found = json.loads(self._kubectl(stage, "get", "deployments", "--field-selector",
+                                         f"metadata.name={DEPLOYMENT}", "-o", "json"))["items"]
+        return found[0] if found else None
+
+    def _base(self, stage: str, namespaced: bool = True) -> list[str]:
+        command = [self.settings.kubectl]
+        context = {"qa": self.settings.kube_context_qa,
+                   "production": self.settings.kube_context_production}[stage]
+        if context:
+            command += ["--context", context]
+        if namespaced:
+            command += ["--namespace", self.namespace(stage)]
+        return command
+
+    def _kubectl(self, stage: str, *args: str, input: str | None = None,
+                 timeout: float = 60) -> str:
+        return self._run([*self._base(stage), *args], input=input, timeout=timeout)
+
+    def _run(self, command: list[str], input: str | None = None, timeout: float = 60) -> str:
+        try:
+            result = subprocess.run(command, input=input, capture_output=True, text=True,
+                                    timeout=timeout)
+        except FileNotFoundError:
+            raise ReleaseError(f"{command[0]} not found: install kubectl, or set MLOPS_KUBECTL "
+                               "to it (infra/kubernetes/build.sh builds one)") from None
+        except subprocess.TimeoutExpired:
+            raise ReleaseError(f"`{' '.join(command[1:4])} …` did not finish in "
+                               f"{timeout:.0f}s") from None
+        if result.returncode != 0:
+            message = (result.stderr or result.stdout).strip().splitlines()
+            raise ReleaseError(f"kubectl {' '.join(command[1:4])} …: "
+                               f"{' | '.join(message[-3:]) or 'failed'}")
+        return result.stdout

@@ -1,0 +1,278 @@
+"""Production on a real Kubernetes cluster: rolling updates, smoke tests, automatic undo.
+
+Needs the local cluster of `make cluster-up` (or any cluster the KUBECONFIG
+names whose nodes run images from this Docker engine's registry) and skips
+with the reason without one, unless REQUIRE_KUBERNETES=1 (as in .ci/run).
+Images go to the local registry and the cluster pulls them by digest, as a
+managed cluster pulls from GHCR. While promotions run, a load generator
+scores through the production Service (a NodePort that kube-proxy opens on
+127.0.0.1 only): no request may fail, during a good rollout or a failed one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+from mlflow import MlflowClient
+
+from tests.conftest import REPO, write_config
+from tests.e2e.test_release import _broken_image, alias, make, ok
+from tests.servers import kubectl_binary, unavailable
+
+pytestmark = pytest.mark.e2e
+
+CACHE = Path(os.environ.get("MLOPS_CACHE_HOME", Path.home() / ".cache" / "mlops-template"))
+OVERLAY = REPO / "tests" / "e2e" / "kubernetes" / "production-local"
+NODE_PORT = 30080
+ROWS = [[59.0, 2.0, 32.1, 101.0, 157.0, 93.2, 38.0, 4.0, 4.8598, 87.0]]
+
+
+@pytest.fixture(scope="session")
+def cluster() -> dict[str, str]:
+    """KUBECONFIG and kubectl of a cluster that answers."""
+    kubeconfig = os.environ.get("KUBECONFIG") or str(CACHE / "cluster" / "kubeconfig")
+    kubectl = kubectl_binary() or "kubectl"
+    if not Path(kubeconfig).is_file():
+        unavailable(f"no Kubernetes cluster: {kubeconfig} does not exist (make cluster-up)",
+                    "REQUIRE_KUBERNETES")
+    try:
+        ready = subprocess.run([kubectl, "--kubeconfig", kubeconfig, "get", "--raw=/readyz"],
+                               capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        unavailable(f"kubectl cannot be run ({exc})", "REQUIRE_KUBERNETES")
+    if ready.returncode != 0:
+        unavailable(f"the cluster of {kubeconfig} does not answer: {ready.stderr.strip()[:200]}",
+                    "REQUIRE_KUBERNETES")
+    return {"KUBECONFIG": kubeconfig, "MLOPS_KUBECTL": kubectl}
+
+
+@pytest.fixture
+def kube_env(env, cluster, local_registry):
+    """make's environment for the Kubernetes target, in namespaces of this test's own."""
+    suffix = uuid.uuid4().hex[:6]
+    values = {
+        **env, **cluster,
+        "MLOPS_DEPLOY_TARGET": "kubernetes",
+        "MLOPS_IMAGE_REGISTRY": f"{local_registry}/e2e",
+        "MLOPS_KUBE_NAMESPACE_QA": f"qa-{suffix}",
+        "MLOPS_KUBE_NAMESPACE_PRODUCTION": f"production-{suffix}",
+        "MLOPS_KUBE_OVERLAY_PRODUCTION": str(OVERLAY),
+        "MLOPS_ROLLOUT_DEADLINE": "45",
+    }
+    yield values
+    # Wait until the pods are gone: the images they run are removed next.
+    namespaces = [values[f"MLOPS_KUBE_NAMESPACE_{stage}"] for stage in ("QA", "PRODUCTION")]
+    subprocess.run([cluster["MLOPS_KUBECTL"], "--kubeconfig", cluster["KUBECONFIG"], "delete",
+                    "namespace", *namespaces, "--ignore-not-found", "--timeout=180s"],
+                   capture_output=True, timeout=240)
+
+
+def kubectl_json(kube_env: dict, stage: str, *args: str) -> dict:
+    namespace = kube_env[f"MLOPS_KUBE_NAMESPACE_{stage.upper()}"]
+    result = subprocess.run([kube_env["MLOPS_KUBECTL"], "--kubeconfig", kube_env["KUBECONFIG"],
+                             "-n", namespace, *args, "-o", "json"],
+                            capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(result.stdout)
+
+
+def production_image(kube_env: dict) -> str:
+    deployment = kubectl_json(kube_env, "production", "get", "deployment", "scoring")
+    return deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+
+
+class Load:
+    """Scores through the production Service until stopped: a new connection per
+    request, as many clients as ``threads``, bounded in time and count."""
+
+    def __init__(self, threads: int = 2, max_requests: int = 20_000, max_seconds: float = 300):
+        self.url = f"http://127.0.0.1:{NODE_PORT}/score"
+        self.stop = threading.Event()
+        self.ok = 0
+        self.failures: list[str] = []
+        self.versions: set[int] = set()
+        self.lock = threading.Lock()
+        self.budget = max_requests
+        self.until = time.monotonic() + max_seconds
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(30)
+
+    def _run(self) -> None:
+        while not self.stop.is_set() and time.monotonic() < self.until:
+            with self.lock:
+                if self.budget <= 0:
+                    return
+                self.budget -= 1
+            try:
+                response = requests.post(self.url, json={"data": ROWS}, timeout=10,
+                                         headers={"Connection": "close"})
+                if response.status_code == 200:
+                    with self.lock:
+                        self.ok += 1
+                        self.versions.add(response.json()["model"]["version"])
+                else:
+                    self.failures.append(f"{time.strftime('%H:%M:%S')} HTTP "
+                                         f"{response.status_code}: {response.text[:100]}")
+            except requests.RequestException as exc:
+                self.failures.append(f"{time.strftime('%H:%M:%S')} {type(exc).__name__}: "
+                                     f"{str(exc)[-160:]}")
+
+
+def test_promotion_on_a_cluster_rolls_out_undoes_failures_and_rolls_back(
+        kube_env, tmp_path, docker_client):
+    env = kube_env
+    name = env["MLOPS_MODEL_NAME"]
+    client = MlflowClient(f"sqlite:///{env['MLOPS_STORE_DIR']}/mlflow.db",
+                          f"sqlite:///{env['MLOPS_STORE_DIR']}/mlflow.db")
+
+    # v1: image pushed, QA on the cluster, then production (2 replicas).
+    weak = write_config(tmp_path, "weak.yaml", alpha=1000.0)
+    ok(make(env, "pipeline", f"ARGS=--config {weak}"))
+    started = time.monotonic()
+    out = ok(make(env, "release"))
+    assert "QA passed: version 1" in out and alias(env, "qa") == 1
+    qa_seconds = time.monotonic() - started
+    started = time.monotonic()
+    out = ok(make(env, "promote"))
+    first_promotion = time.monotonic() - started
+    assert "promoted version 1 to production" in out and alias(env, "production") == 1
+    ref_v1 = client.get_model_version(name, "1").tags["image.ref"]
+    assert production_image(env) == ref_v1 and "@sha256:" in ref_v1
+
+    # v2 replaces v1 while the load generator scores through the Service.
+    ok(make(env, "pipeline"))
+    ok(make(env, "release"))
+    assert alias(env, "qa") == 2
+    with Load() as load:
+        time.sleep(2)
+        started = time.monotonic()
+        ok(make(env, "promote"))
+        second_promotion = time.monotonic() - started
+        time.sleep(8)  # the old pods terminate after their preStop pause
+    assert load.failures == [] and load.ok > 20, (load.ok, load.failures[:5])
+    assert load.versions == {1, 2}
+    assert alias(env, "production") == 2
+    deployment = kubectl_json(env, "production", "get", "deployment", "scoring")
+    assert deployment["status"]["readyReplicas"] == 2
+
+    # v3 whose pods never get ready (the image refuses its model): undone.
+    ok(make(env, "pipeline", f"ARGS=--config {write_config(tmp_path, 'c.yaml', alpha=3.0)} "
+                             "--force"))
+    image_v2 = client.get_model_version(name, "2").tags["image.id"]
+    never_ready = _push(docker_client, env, f"FROM {image_v2}\nENV MLOPS_MODEL_SHA256="
+                        f"{'0' * 64}\n", "never-ready")
+    client.set_model_version_tag(name, "3", "image.ref", never_ready)
+    client.set_registered_model_alias(name, "qa", "3")
+    with Load() as load:
+        started = time.monotonic()
+        failed = make(env, "promote")
+        undo_not_ready = time.monotonic() - started
+    assert failed.returncode != 0 and "promote] Error 1" in failed.stderr, failed.stdout
+    assert "production smoke test failed for version 3" in failed.stderr
+    assert "were not ready within 45s" in failed.stderr
+    assert "the rollout was undone: production is untouched and still serves version 2" in (
+        failed.stderr)
+    assert "alias 'production' unchanged" in failed.stderr
+    assert load.failures == [] and load.versions == {2}, (load.ok, load.failures[:5])
+    assert alias(env, "production") == 2 and production_image(env) == client.get_model_version(
+        name, "2").tags["image.ref"]
+
+    # v3 whose pods are ready but predict with another model: undone after the smoke test.
+    image_v1 = client.get_model_version(name, "1").tags["image.id"]
+    wrong = _push_id(docker_client, env, _broken_image(docker_client, env, image_v1),
+                     "wrong-predictions")
+    client.set_model_version_tag(name, "3", "image.ref", wrong)
+    with Load() as load:
+        started = time.monotonic()
+        failed = make(env, "promote")
+        undo_wrong = time.monotonic() - started
+    assert failed.returncode != 0 and "promote] Error 1" in failed.stderr, failed.stdout
+    assert "failed its smoke test" in failed.stderr and "differ from the registry model's" in (
+        failed.stderr)
+    assert "still serves version 2" in failed.stderr
+    assert load.failures == [] and load.versions <= {2, 3}, (load.ok, load.failures[:5])
+    assert alias(env, "production") == 2
+
+    # rollback on demand: back to v1.
+    started = time.monotonic()
+    out = ok(make(env, "rollback"))
+    rollback_seconds = time.monotonic() - started
+    assert "production serves version 1 again" in out
+    assert alias(env, "production") == 1 and production_image(env) == ref_v1
+    status = ok(make(env, "status"))
+    assert "2/2 ready" in status and "rolled out" in status
+
+    print(json.dumps({"qa_release_s": round(qa_seconds, 1),
+                      "first_promotion_s": round(first_promotion, 1),
+                      "promotion_under_load_s": round(second_promotion, 1),
+                      "undo_not_ready_s": round(undo_not_ready, 1),
+                      "undo_wrong_predictions_s": round(undo_wrong, 1),
+                      "rollback_s": round(rollback_seconds, 1)}))
+
+
+def _push(docker_client, env: dict, dockerfile: str, tag: str) -> str:
+    """Build ``dockerfile`` (no context) and push it to the test registry; its digest ref."""
+    import io
+
+    image, _ = docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), rm=True,
+                                          pull=False, network_mode="none")
+    return _push_id(docker_client, env, image.id, tag)
+
+
+def _push_id(docker_client, env: dict, image_id: str, tag: str) -> str:
+    repository = f"{env['MLOPS_IMAGE_REGISTRY']}/{env['MLOPS_IMAGE_NAME']}".lower()
+    image = docker_client.images.get(image_id)
+    image.tag(repository, tag)
+    for line in docker_client.images.push(repository, tag=tag, stream=True, decode=True):
+        assert "error" not in line, line
+    image.reload()
+    return next(d for d in image.attrs["RepoDigests"] if d.startswith(repository + "@"))
+
+
+def test_make_kubeconfig_installs_the_secret_and_checks_access(cluster, tmp_path):
+    """What the production job does with the environment's KUBE_CONFIG_DATA secret."""
+    import base64
+
+    target = tmp_path / "kube" / "config"
+    env = {"KUBE_CONFIG_DATA": base64.b64encode(Path(cluster["KUBECONFIG"]).read_bytes()).decode(),
+           "KUBECONFIG": str(target), "MLOPS_DEPLOY_TARGET": "kubernetes",
+           "MLOPS_KUBECTL": cluster["MLOPS_KUBECTL"]}
+    out = ok(make(env, "kubeconfig"))
+    assert "installed the kubeconfig (1 context(s): local; current: local)" in out
+    assert "the cluster at https://127.0.0.1:6443 answers" in out
+    assert target.stat().st_mode & 0o777 == 0o600
+
+
+def test_make_cluster_down_and_up_leave_nothing_behind_and_start_a_ready_cluster(cluster):
+    """The local cluster's own scripts, as a person runs them (last: the others need it up)."""
+    if Path(cluster["KUBECONFIG"]) != CACHE / "cluster" / "kubeconfig":
+        pytest.skip("the cluster is not the local one of `make cluster-up`")
+    kubectl = [cluster["MLOPS_KUBECTL"], "--kubeconfig", cluster["KUBECONFIG"]]
+    assert "cluster stopped" in ok(make({}, "cluster-down"))
+    leftovers = subprocess.run(["docker", "ps", "-aq", "--filter",
+                                "label=io.kubernetes.pod.name"], capture_output=True, text=True)
+    assert leftovers.stdout.strip() == ""
+    rules = subprocess.run(["iptables", "-t", "nat", "-S"], capture_output=True, text=True)
+    assert "KUBE-" not in rules.stdout
+    started = time.monotonic()
+    out = ok(make({}, "cluster-up"))
+    assert "cluster up in" in out and f"export KUBECONFIG={CACHE / 'cluster' / 'kubeconfig'}" in out
+    nodes = subprocess.run([*kubectl, "get", "nodes"], capture_output=True, text=True, timeout=30)
+    assert " Ready " in nodes.stdout
+    print(json.dumps({"cluster_up_s": round(time.monotonic() - started, 1)}))

@@ -1,0 +1,58 @@
+"""The Kubernetes target's pure parts: which image it deploys, and what it applies."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from ml_service.release.kubernetes_target import VERSION_ANNOTATION, KubernetesTarget
+from ml_service.release.ports import ReleaseError
+from ml_service.settings import Settings
+from tests.servers import kubectl_binary
+
+REF = "ghcr.io/team/model-scoring@sha256:" + "a" * 64
+
+
+def test_a_cluster_gets_the_pushed_digest_of_the_version():
+    target = KubernetesTarget(Settings())
+    assert target.resolve_image(4, {"image.id": "sha256:1", "image.ref": REF}) == REF
+
+
+def test_an_image_that_was_never_pushed_is_refused_with_what_to_do():
+    target = KubernetesTarget(Settings())
+    with pytest.raises(ReleaseError, match="built but never pushed.*mlops push --version 4"):
+        target.resolve_image(4, {"image.id": "sha256:1"})
+
+
+def test_namespaces_and_overlays_come_from_the_settings(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLOPS_KUBE_NAMESPACE_PRODUCTION", "serving")
+    monkeypatch.setenv("MLOPS_KUBE_OVERLAY_QA", str(tmp_path))
+    target = KubernetesTarget(Settings())
+    assert target.namespace("production") == "serving" and target.namespace("qa") == "mlops-qa"
+    assert target.overlay("qa") == tmp_path
+    assert target.overlay("production").parts[-3:] == ("kubernetes", "overlays", "production")
+
+
+def test_a_missing_kubectl_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("MLOPS_KUBECTL", "/nonexistent/kubectl")
+    with pytest.raises(ReleaseError, match="kubectl not found: install kubectl, or set "
+                                           "MLOPS_KUBECTL"):
+        KubernetesTarget(Settings()).current_version("production")
+
+
+@pytest.mark.skipif(kubectl_binary() is None, reason="no kubectl (make cluster-up builds one)")
+def test_the_rendered_production_overlay_runs_the_digest_with_the_version_annotated(monkeypatch):
+    monkeypatch.setenv("MLOPS_KUBECTL", kubectl_binary())
+    documents = list(yaml.safe_load_all(KubernetesTarget(Settings()).render("production", 7,
+                                                                            REF)))
+    kinds = sorted(d["kind"] for d in documents)
+    assert kinds == ["Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service",
+                     "ServiceAccount"]
+    deployment = next(d for d in documents if d["kind"] == "Deployment")
+    template = deployment["spec"]["template"]
+    assert template["spec"]["containers"][0]["image"] == REF
+    assert template["metadata"]["annotations"][VERSION_ANNOTATION] == "7"
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    security = template["spec"]["containers"][0]["securityContext"]
+    assert security["readOnlyRootFilesystem"] and not security["allowPrivilegeEscalation"]
+    assert template["spec"]["automountServiceAccountToken"] is False
