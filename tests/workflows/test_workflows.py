@@ -339,3 +339,21 @@ def test_both_release_stages_can_reach_a_lasting_engine():
     # A self-hosted runner on the serving host is the other lasting target.
     assert RELEASE["jobs"]["production"]["runs-on"] == (
         "${{ vars.PRODUCTION_RUNNER || 'ubuntu-latest' }}")
+
+
+def test_production_can_deploy_to_a_cluster_and_qa_stays_a_container():
+    """DEPLOY_TARGET=kubernetes moves production (only) to the cluster of KUBE_CONFIG_DATA."""
+    production = RELEASE["jobs"]["production"]
+    env = production["env"]
+    assert env["MLOPS_DEPLOY_TARGET"] == "${{ vars.DEPLOY_TARGET || 'docker' }}"
+    assert env["KUBE_CONFIG_DATA"] == "${{ secrets.KUBE_CONFIG_DATA }}"
+    # The cluster pulls the QA image from GHCR by digest, with a long-lived read token.
+    assert env["MLOPS_IMAGE_REGISTRY"] == "ghcr.io/${{ github.repository_owner }}"
+    assert env["MLOPS_REGISTRY_PASSWORD"] == "${{ secrets.GHCR_PULL_TOKEN }}"
+    runs = [s.get("run") for s in production["steps"]]
+    assert runs.index("make kubeconfig") < runs.index("make promote")
+    assert "MLOPS_DEPLOY_TARGET" not in RELEASE["jobs"]["qa"]["env"]
+    secrets = RELEASE["on"]["workflow_call"]["secrets"]
+    assert {"KUBE_CONFIG_DATA", "GHCR_PULL_TOKEN"} <= set(secrets)
+    # Environment secrets reach a called workflow only through `secrets: inherit`.
+    assert RETRAIN["jobs"]["release"]["secrets"] == "inherit"
