@@ -39,15 +39,12 @@ def config_with(directory, name: str, **model) -> str:
 
 @pytest.fixture
 def registered(cancer):
-    """The classifier's data written by `mlops data` and version 1 registered by `make pipeline`."""
+    """The classifier's data written by `mlops data` and version 1 registered by `mlops run`."""
     cli = Cli(cancer)
     result = cli("data")
     assert result.exit_code == 0, result.output
-    # make runs in the repository: the data path must not be relative to the test's directory.
-    env = {**os.environ, "MLOPS_DATA_PATH": str(cancer / "data" / "breast_cancer.csv")}
-    made = subprocess.run(["make", "-C", str(REPO), "pipeline"], env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert made.returncode == 0, made.stdout[-2000:] + made.stderr[-2000:]
+    result, first = cli.run()
+    assert result.exit_code == 0 and first["registered"], result.output
     return cli
 
 
@@ -86,13 +83,20 @@ def test_validate_uses_the_classifiers_contract(cancer):
     assert "column 'benign'" in result.output and "not in [0.0, 1.0]" in result.output
 
 
-def test_run_registers_then_a_cached_rerun_registers_nothing(registered, cancer):
+def test_make_pipeline_registers_then_a_cached_rerun_registers_nothing(cancer):
+    cli = Cli(cancer)
+    assert cli("data").exit_code == 0
+    # make runs in the repository: the data path must not be relative to the test's directory.
+    env = {**os.environ, "MLOPS_DATA_PATH": str(cancer / "data" / "breast_cancer.csv")}
+    made = subprocess.run(["make", "-C", str(REPO), "pipeline"], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert made.returncode == 0, made.stdout[-2000:] + made.stderr[-2000:]
     pipeline = json.loads((cancer / "reports" / "pipeline.json").read_text())
     assert pipeline["registered"] and pipeline["version"] == 1
     assert set(pipeline["candidate"]) == {"roc_auc", "accuracy", "log_loss"}
     assert pipeline["candidate"]["roc_auc"] > 0.95 and pipeline["primary_metric"] == "roc_auc"
 
-    result, again = registered.run()
+    result, again = cli.run()
     assert result.exit_code == 0, result.output
     assert not again["registered"] and "identical to registered version 1" in again["reason"]
     assert {"validate", "split", "train", "evaluate"} <= set(again["cached_steps"])
