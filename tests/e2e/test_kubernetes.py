@@ -103,11 +103,30 @@ def production_image(kube_env: dict) -> str:
     return deployment["spec"]["template"]["spec"]["containers"][0]["image"]
 
 
+def story(kube_env: dict) -> str:
+    """Production's pods (restarts, readiness) and events: what a failed load assertion shows."""
+    namespace = kube_env["MLOPS_KUBE_NAMESPACE_PRODUCTION"]
+    kubectl = [kube_env["MLOPS_KUBECTL"], "--kubeconfig", kube_env["KUBECONFIG"], "-n", namespace]
+    pods = subprocess.run([*kubectl, "get", "pods", "-o", "wide"], capture_output=True, text=True,
+                          timeout=30).stdout
+    events = subprocess.run([*kubectl, "get", "events", "--sort-by=.lastTimestamp"],
+                            capture_output=True, text=True, timeout=30).stdout
+    return f"\n{pods}\n{events[-3000:]}"
+
+
 class Load:
     """Scores through the production Service until stopped: a new connection per
-    request, as many clients as ``threads``, bounded in time and count."""
+    request, as many clients as ``threads``, each at most ``rate`` requests per
+    second, bounded in time and count.
 
-    def __init__(self, threads: int = 2, max_requests: int = 20_000, max_seconds: float = 300):
+    The pace is steady traffic, not a saturation test: unpaced, the two
+    clients alone took most of the 2 cores the cluster's control plane shares
+    with them, which is not what a rollout is meant to survive.
+    """
+
+    def __init__(self, threads: int = 2, rate: float = 50, max_requests: int = 20_000,
+                 max_seconds: float = 300):
+        self.interval = 1 / rate
         self.url = f"http://127.0.0.1:{NODE_PORT}/score"
         self.stop = threading.Event()
         self.ok = 0
@@ -129,7 +148,10 @@ class Load:
             thread.join(30)
 
     def _run(self) -> None:
+        next_at = time.monotonic()
         while not self.stop.is_set() and time.monotonic() < self.until:
+            next_at += self.interval
+            self.stop.wait(max(0.0, next_at - time.monotonic()))
             with self.lock:
                 if self.budget <= 0:
                     return
@@ -180,7 +202,7 @@ def test_promotion_on_a_cluster_rolls_out_undoes_failures_and_rolls_back(
         ok(make(env, "promote"))
         second_promotion = time.monotonic() - started
         time.sleep(16)  # the old pods stop after their 15 s preStop pause
-    assert load.failures == [] and load.ok > 20, (load.ok, load.failures[:5])
+    assert load.failures == [] and load.ok > 20, (load.ok, load.failures[:5], story(env))
     assert load.versions == {1, 2}
     assert alias(env, "production") == 2
     deployment = kubectl_json(env, "production", "get", "deployment", "scoring")
@@ -204,7 +226,7 @@ def test_promotion_on_a_cluster_rolls_out_undoes_failures_and_rolls_back(
     assert "the rollout was undone: production is untouched and still serves version 2" in (
         failed.stderr)
     assert "alias 'production' unchanged" in failed.stderr
-    assert load.failures == [] and load.versions == {2}, (load.ok, load.failures[:5])
+    assert load.failures == [] and load.versions == {2}, (load.ok, load.failures[:5], story(env))
     assert alias(env, "production") == 2 and production_image(env) == client.get_model_version(
         name, "2").tags["image.ref"]
 
@@ -221,7 +243,7 @@ def test_promotion_on_a_cluster_rolls_out_undoes_failures_and_rolls_back(
     assert "failed its smoke test" in failed.stderr and "differ from the registry model's" in (
         failed.stderr)
     assert "still serves version 2" in failed.stderr
-    assert load.failures == [] and load.versions <= {2, 3}, (load.ok, load.failures[:5])
+    assert load.failures == [] and load.versions <= {2, 3}, (load.ok, load.failures[:5], story(env))
     assert alias(env, "production") == 2
 
     # rollback on demand: back to v1.
