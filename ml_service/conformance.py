@@ -169,10 +169,14 @@ def _check_output(spec: ModelSpec) -> None:
 
 def _check_columns(spec: ModelSpec) -> None:
     columns = set(spec.contract.columns)
-    for kind, names in (("slice_columns", spec.slice_columns),
-                        ("partition_keys", spec.partition_keys)):
-        unknown = sorted(set(names) - columns)
-        _require(not unknown, f"{kind} {unknown} are not columns of the contract")
+    unknown = sorted(set(spec.slice_columns) - columns)
+    _require(not unknown, f"slice_columns {unknown} are not columns of the contract")
+    # Partition keys choose a model; they are columns of the dataset, not inputs.
+    keys = list(spec.partition_keys)
+    _require(len(set(keys)) == len(keys), f"partition_keys {keys} repeat a column")
+    inputs = sorted(set(keys) & columns)
+    _require(not inputs, f"partition_keys {inputs} are also contract columns: a key chooses "
+                         "the model, it is not one of its inputs")
 
 
 def _check_fit(spec: ModelSpec) -> None:
@@ -180,6 +184,12 @@ def _check_fit(spec: ModelSpec) -> None:
 
     assert spec.reference_data is not None
     frame = spec.reference_data()
+    if spec.partition_keys:
+        # A set: one partition of the example dataset must train like a single model.
+        missing = [k for k in spec.partition_keys if k not in frame.columns]
+        _require(not missing, f"the example dataset has no partition key column {missing}")
+        _, frame = next(iter(frame.groupby(list(spec.partition_keys), sort=True)))
+        frame = frame[spec.contract.columns].reset_index(drop=True)
     report = validate_frame(frame, spec.contract)
     _require(report.success, f"the example dataset breaks the contract: {report.summary()}")
     contract = spec.contract

@@ -152,8 +152,35 @@ def installed_models() -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
+def project_default_model(directory: Path | None = None) -> str | None:
+    """The ``model`` of the ``[tool.mlops]`` table of ``pyproject.toml`` in ``directory``.
+
+    A fork with several model packages names its default there, so that
+    ``make pipeline`` needs no MLOPS_MODEL; None if the file or key is absent.
+
+    Raises:
+        UsageError: If the file is not valid TOML or the key is not a string.
+    """
+    import tomllib
+
+    path = (directory or Path.cwd()) / "pyproject.toml"
+    try:
+        table = tomllib.loads(path.read_text()).get("tool", {}).get("mlops", {})
+    except FileNotFoundError:
+        return None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path} is not valid TOML: {exc}") from None
+    value = table.get("model")
+    if value is not None and not isinstance(value, str):
+        raise UsageError(f"{path}: [tool.mlops] model must be a string, got {value!r}")
+    return value
+
+
 def load_spec(name: str | None = None) -> ModelSpec:
-    """Load the spec of the model named ``name`` (``MLOPS_MODEL``), or the only one.
+    """Load the spec of the model named ``name`` (``MLOPS_MODEL``), or the default.
+
+    Without a name: the ``[tool.mlops] model`` of ``./pyproject.toml``, else the
+    only model installed.
 
     Raises:
         UsageError: If no model is installed, ``name`` is not installed, several
@@ -166,10 +193,13 @@ def load_spec(name: str | None = None) -> ModelSpec:
             f"group '{ENTRY_POINT_GROUP}' in pyproject.toml and run `make install`"
         )
     if name is None:
+        name = project_default_model()
+    if name is None:
         if len(found) > 1:
             raise UsageError(
                 f"several models are installed ({', '.join(sorted(found))}): choose one "
-                "with MLOPS_MODEL"
+                "with MLOPS_MODEL, or name the default as `model` in the [tool.mlops] "
+                "table of ./pyproject.toml"
             )
         name = next(iter(found))
     if name not in found:

@@ -84,6 +84,9 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name, value in isolated_env(tmp_path).items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("MLFLOW_TRACKING_URI")  # in-process, unset rather than empty
+    # Outside the repository no pyproject.toml names the default model, and
+    # several are installed (diabetes, sales): choose the worked example.
+    monkeypatch.setenv("MLOPS_MODEL", "diabetes")
     monkeypatch.setenv("MLOPS_DATA_PATH", str(DATA))
     return tmp_path
 

@@ -34,12 +34,18 @@ def data(
     output: Annotated[Optional[Path], typer.Option(
         "--out", help="Where to write it [default: the model's data_path].")] = None,
 ) -> None:
-    """Write the model's example dataset (from its spec) as CSV."""
+    """Write the model's example dataset (from its spec): CSV, or partitioned Parquet for sets."""
     settings, spec = model()
     if spec.reference_data is None:
-        raise UsageError(f"model '{spec.name}' ships no example dataset: bring your own CSV "
+        raise UsageError(f"model '{spec.name}' ships no example dataset: bring your own data "
                          "and set MLOPS_DATA_PATH")
     target = output or settings.data_file
+    if spec.partition_keys:
+        from ml_service.many.dataset import write_dataset
+
+        shards = write_dataset(spec.reference_data(), target, spec.partition_keys)
+        out.print(f"wrote {target} ({shards} shards by {spec.partition_keys[0]})")
+        return
     target.parent.mkdir(parents=True, exist_ok=True)
     spec.reference_data().to_csv(target, index=False)
     out.print(f"wrote {target}")
@@ -121,6 +127,14 @@ def _pipeline(data: Path | None, config: Path | None, json_out: Path | None,
     from ml_service.training.pipeline import run_pipeline
 
     settings, spec, registry = connected()
+    if spec.partition_keys:
+        if dry_run or force:
+            raise UsageError(f"model '{spec.name}' is a many-models set: --dry-run and --force "
+                             "are not supported for sets yet")
+        from ml_service.cli.many import train_set
+
+        train_set(str(data) if data else None, config, json_out)
+        return
     cfg = load_config(config or settings.config_file, spec)
     progress = Progress()
     result = run_pipeline(data or settings.data_file, spec, cfg, settings, registry,

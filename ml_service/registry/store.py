@@ -149,9 +149,10 @@ class Registry:
         return None
 
     def register(
-        self, model_uri: str, run_id: str, tags: dict[str, Any], model_id: str | None = None
+        self, model_uri: str, run_id: str, tags: dict[str, Any], model_id: str | None = None,
+        champion: bool = True,
     ) -> int:
-        """Register ``model_uri`` as a new version with ``tags`` and make it the champion."""
+        """Register ``model_uri`` as a new version with ``tags``; make it the champion if asked."""
         from mlflow.exceptions import MlflowException
 
         try:
@@ -168,8 +169,10 @@ class Registry:
             tags={k: str(v) for k, v in tags.items()},
             model_id=model_id,
         )
-        self.client.set_registered_model_alias(self.name, CHAMPION, version.version)
-        logger.info("registered %s version %s as %s", self.name, version.version, CHAMPION)
+        if champion:
+            self.client.set_registered_model_alias(self.name, CHAMPION, version.version)
+        logger.info("registered %s version %s%s", self.name, version.version,
+                    f" as {CHAMPION}" if champion else "")
         return int(version.version)
 
     def lock(self, timeout: float = 300.0,

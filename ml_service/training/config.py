@@ -43,6 +43,20 @@ class MonitoringConfig(BaseModel):
     min_rows: int = Field(default=100, ge=1, description="Fewest logged rows to judge drift.")
 
 
+class PartitionsConfig(BaseModel):
+    """A many-models set: when it may become champion, and how work is chunked."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_passing_fraction: float = Field(
+        default=0.95, ge=0, le=1,
+        description="Share of partitions whose model (new or kept) must meet the floor.")
+    max_invalid_fraction: float = Field(
+        default=0.02, ge=0, le=1, description="Largest share of partitions with invalid data.")
+    chunks_per_worker: int = Field(default=4, ge=1, le=1000,
+                                   description="Work units per worker.")
+
+
 class PipelineConfig(BaseModel):
     """The whole YAML file."""
 
@@ -52,6 +66,7 @@ class PipelineConfig(BaseModel):
     split: SplitConfig = Field(default_factory=SplitConfig)
     gate: GateConfig
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    partitions: PartitionsConfig = Field(default_factory=PartitionsConfig)
 
     @field_validator("model")
     @classmethod

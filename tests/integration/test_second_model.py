@@ -61,11 +61,15 @@ def test_two_installed_models_and_no_choice_is_a_usage_error(cancer, monkeypatch
     monkeypatch.delenv("MLOPS_MODEL")
     result = Cli(cancer)("validate")
     assert result.exit_code == 2
-    assert "several models are installed (cancer, diabetes): choose one with MLOPS_MODEL" in (
-        result.output)
-    monkeypatch.setenv("MLOPS_MODEL", "sales")
+    assert ("several models are installed (cancer, diabetes, sales): choose one with "
+            "MLOPS_MODEL, or name the default as `model` in the [tool.mlops] table of "
+            "./pyproject.toml") in result.output
+    (cancer / "pyproject.toml").write_text('[tool.mlops]\nmodel = "cancer"\n')
+    result = Cli(cancer)("data")  # the project's default: the classifier's example dataset
+    assert result.exit_code == 0 and "breast_cancer.csv" in result.output, result.output
+    monkeypatch.setenv("MLOPS_MODEL", "churn")
     result = Cli(cancer)("validate")
-    assert result.exit_code == 2 and "MLOPS_MODEL=sales is not an installed model" in result.output
+    assert result.exit_code == 2 and "MLOPS_MODEL=churn is not an installed model" in result.output
 
 
 def test_validate_uses_the_classifiers_contract(cancer):

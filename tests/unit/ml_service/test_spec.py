@@ -15,6 +15,12 @@ from ml_service.errors import UsageError
 from ml_service.settings import Settings
 
 
+@pytest.fixture(autouse=True)
+def outside_the_repository(tmp_path, monkeypatch):
+    """No pyproject.toml in the working directory names a default model."""
+    monkeypatch.chdir(tmp_path)
+
+
 def installed(monkeypatch, **entries: str) -> None:
     points = {name: EntryPoint(name, value, spec_module.ENTRY_POINT_GROUP)
               for name, value in entries.items()}
@@ -24,6 +30,34 @@ def installed(monkeypatch, **entries: str) -> None:
 def test_the_only_installed_model_is_the_default(monkeypatch):
     installed(monkeypatch, diabetes="diabetes_regression.spec:SPEC")
     assert spec_module.load_spec().name == "diabetes-ridge"
+
+
+def test_several_models_need_a_choice_or_the_projects_default(monkeypatch, tmp_path):
+    installed(monkeypatch, diabetes="diabetes_regression.spec:SPEC",
+              sales="sales_forecast.spec:SPEC")
+    with pytest.raises(UsageError, match=r"several models are installed \(diabetes, sales\): "
+                                         "choose one with MLOPS_MODEL, or name the default"):
+        spec_module.load_spec()
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n\n[tool.mlops]\n'
+                                             'model = "sales"\n')
+    assert spec_module.load_spec().name == "sales-forecast"
+    assert spec_module.load_spec("diabetes").name == "diabetes-ridge"  # MLOPS_MODEL wins
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[tool.mlops\n", "is not valid TOML"),
+    ("[tool.mlops]\nmodel = 3\n", r"\[tool.mlops\] model must be a string, got 3"),
+])
+def test_a_broken_project_default_is_a_usage_error(tmp_path, text, message):
+    (tmp_path / "pyproject.toml").write_text(text)
+    with pytest.raises(UsageError, match=message):
+        spec_module.project_default_model()
+
+
+def test_the_repositorys_default_model_is_the_worked_example():
+    from tests.conftest import REPO
+
+    assert spec_module.project_default_model(REPO) == "diabetes"
 
 
 def test_no_installed_model_says_how_to_register_one(monkeypatch):

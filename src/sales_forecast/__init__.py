@@ -1,0 +1,1 @@
+"""Many-models example: one sales forecast per store and product, on synthetic data."""
