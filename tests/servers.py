@@ -274,6 +274,9 @@ class RayCluster:
     def __init__(self, cpus: int = 2):
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
+        # What a driver off the cluster (a GitHub runner) uses: the Ray Client server.
+        self.client_port = free_port()
+        self.client_address = f"ray://127.0.0.1:{self.client_port}"
         self.cpus = cpus
         self.temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: socket paths
         self.ray = Path(sys.executable).with_name("ray")
@@ -284,6 +287,7 @@ class RayCluster:
         started = subprocess.run(
             [str(self.ray), "start", "--head", "--node-ip-address", "127.0.0.1",
              "--port", str(self.port), "--num-cpus", str(self.cpus),
+             "--ray-client-server-port", str(self.client_port),
              "--include-dashboard=false", "--object-store-memory", str(200 * 2**20),
              "--disable-usage-stats", "--temp-dir", str(self.temp)],
             capture_output=True, text=True, timeout=120)

@@ -33,6 +33,9 @@ def status(json_out: JsonOption = None) -> None:
         out.print(f"no versions of '{registry.name}' registered yet: run `make pipeline`")
         return
     metrics = _shown_metrics(settings, spec)
+    if spec.partition_keys:
+        _print_sets(registry.name, settings, versions, metrics)
+        return
     table = Table(title=f"{registry.name} @ {settings.resolved_tracking_uri}",
                   title_justify="left")
     table.add_column("version")
@@ -53,6 +56,35 @@ def status(json_out: JsonOption = None) -> None:
         )
     out.print(table)
     _print_deployments(settings)
+
+
+def _print_sets(name: str, settings: Settings, versions: list, metrics: list[str]) -> None:
+    """One row per registered set: partitions, decisions, worst metrics, the rule."""
+    import json
+
+    table = Table(title=f"{name} (many models) @ {settings.resolved_tracking_uri}",
+                  title_justify="left")
+    table.add_column("version")
+    table.add_column("aliases", no_wrap=True, min_width=8)
+    for column in ("partitions", "promoted", "kept", "new", "unchanged", "invalid"):
+        table.add_column(column, justify="right")
+    for metric in metrics:
+        table.add_column(f"worst {metric}", justify="right")
+    table.add_column("rule", no_wrap=True)
+    for v in versions:
+        try:
+            counts = json.loads(v.tags.get("set.counts", "{}"))
+        except ValueError:
+            counts = {}
+        table.add_row(
+            str(v.version), ", ".join(v.aliases), v.tags.get("set.partitions", ""),
+            *[str(counts.get(k, 0)) for k in ("promoted", "kept", "new", "unchanged", "invalid")],
+            *[v.tags.get(f"worst.{m}", "") for m in metrics],
+            v.tags.get("set.rule", "").split(":", 1)[0],
+        )
+    out.print(table)
+    out.print("[dim]a version whose rule failed is registered for inspection; alias "
+              "'champion' stays on the last set that passed[/]")
 
 
 def _shown_metrics(settings: Settings, spec: ModelSpec) -> list[str]:

@@ -192,3 +192,43 @@ def test_mlops_data_writes_the_example_set_that_trains(sales):
         f"store={s}" for s in range(1, 6)]
     summary = run(sales)
     assert summary["counts"] == {"new": 20} and summary["champion"]
+
+
+def test_status_summarises_each_set(sales):
+    run(sales)
+    edit_partition(sales, 3, 1, "price", -5.0)
+    edit_partition(sales, 1, 2, "sales", lambda s: s * 1.3)
+    run(sales)
+    result = Cli(sales)("status", "--json-out", str(sales / "status.json"))
+    assert result.exit_code == 0, result.output
+    assert "sales-forecast (many models)" in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith(("│ 1 ", "│ 2 "))]
+    assert len(lines) == 2, result.output
+    first, second = (line.replace("│", " ").split() for line in sorted(lines))
+    assert first[:4] == ["1", "champion", "12", "0"] and first[-1] == "passed"
+    assert second[:7] == ["2", "12", "1", "0", "0", "10", "1"] and second[-1] == "failed"
+    versions = json.loads((sales / "status.json").read_text())["versions"]
+    assert {v["version"]: v["tags"]["set.partitions"] for v in versions} == {1: "12", 2: "12"}
+
+
+def test_the_make_targets_train_rerun_and_batch_score(tmp_path):
+    from tests.conftest import isolated_env
+    from tests.integration.test_make import make
+
+    env = {**isolated_env(tmp_path), "MANY_DATA": str(tmp_path / "sales"), "MLOPS_MANY_JOBS": "2",
+           "PREDICTIONS": str(tmp_path / "predictions")}
+    env.pop("MLOPS_MODEL", None)
+    first = make("train-many", env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "wrote " in first.stdout and "registered version 1 with 20 models" in first.stdout
+    summary = json.loads((tmp_path / "reports" / "train-many.json").read_text())
+    assert summary["counts"] == {"new": 20} and summary["champion"]
+    again = make("train-many", env=env)
+    assert again.returncode == 0 and "nothing new to register" in again.stdout, again.stdout
+    scored = make("batch-score", env=env)
+    assert scored.returncode == 0, scored.stdout + scored.stderr
+    assert "scored 2080 rows of 20 partitions with version 1" in scored.stdout
+    assert sorted(p.name for p in (tmp_path / "predictions").iterdir()) == [
+        f"store={s}" for s in range(1, 6)]
+    small = make("data-many", "MANY_SCALE=--stores 2 --products 3 --rows 30", env=env)
+    assert small.returncode == 0 and "wrote 6 partitions x 30 rows" in small.stdout, small.stderr

@@ -68,6 +68,18 @@ def test_a_set_trained_on_ray_equals_the_joblib_set(workdir, monkeypatch, ray_cl
                                   joblib_predictions.sort_values(key).reset_index(drop=True))
 
 
+def test_a_driver_off_the_cluster_connects_through_the_ray_client(workdir, monkeypatch,
+                                                                  ray_cluster):
+    """A GitHub runner reaches a remote cluster as ray://host:10001 (Ray Client)."""
+    monkeypatch.setenv("MLOPS_MODEL", "sales")
+    monkeypatch.delenv("MLOPS_DATA_PATH")
+    write(workdir / "data" / "sales", 2, 2, 40)
+    monkeypatch.setenv("RAY_ADDRESS", ray_cluster.client_address)
+    result, summary = Cli(workdir).run()
+    assert result.exit_code == 0, result.output
+    assert summary["engine"] == "ray" and summary["counts"] == {"new": 4}
+
+
 def test_a_ray_address_that_answers_nothing_is_a_clear_error(workdir, monkeypatch):
     from tests.servers import free_port
 

@@ -138,6 +138,20 @@ def test_retrain_outputs_are_wired_to_the_release_call():
     assert release["with"] == {"version": "${{ needs.retrain.outputs.version }}"}
 
 
+def test_retrain_trains_the_many_models_set_only_when_the_repository_asks():
+    """Context availability (GitHub docs): steps.if may read `vars` but not `secrets`,
+    so the switch is a repository variable and the cluster address a secret in env."""
+    steps = RETRAIN["jobs"]["retrain"]["steps"]
+    runs = [s.get("run") for s in steps]
+    many = next(s for s in steps if s.get("run") == "make train-many")
+    assert many["if"] == "vars.MANY_MODELS == 'true'" and "secrets" not in many["if"]
+    assert many["env"] == {"RAY_ADDRESS": "${{ secrets.RAY_ADDRESS }}"}
+    # After the pipeline (same registry), before the registry artifact is kept.
+    assert runs.index('make pipeline ARGS="$FORCE_FLAG"') < runs.index("make train-many")
+    upload = next(i for i, s in enumerate(steps) if s.get("with", {}).get("name") == "mlflow-store")
+    assert runs.index("make train-many") < upload
+
+
 EXPECTED_PERMISSIONS = {
     ("build.yml", "quality"): {"contents": "read"},
     ("build.yml", "test"): {"contents": "read"},
