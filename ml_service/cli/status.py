@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -11,6 +12,9 @@ from ml_service.cli.common import JsonOption, connected, guarded, out, write_jso
 from ml_service.errors import MlopsError
 from ml_service.settings import Settings
 from ml_service.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from ml_service.registry import VersionInfo
 
 app = typer.Typer()
 
@@ -58,7 +62,8 @@ def status(json_out: JsonOption = None) -> None:
     _print_deployments(settings)
 
 
-def _print_sets(name: str, settings: Settings, versions: list, metrics: list[str]) -> None:
+def _print_sets(name: str, settings: Settings, versions: list[VersionInfo],
+                metrics: list[str]) -> None:
     """One row per registered set: partitions, decisions, worst metrics, the rule."""
     import json
 
