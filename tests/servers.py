@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -269,6 +270,10 @@ class RayCluster:
 
     Skips with the reason when Ray is missing or does not start, unless
     REQUIRE_RAY=1. Clients connect by its ``address``, as to a remote cluster.
+
+    Several clusters may run at once (one per xdist worker): each gets its own
+    ports, and on exit stops only its own processes (its session), never with
+    `ray stop`, which kills every Ray process on the machine.
     """
 
     def __init__(self, cpus: int = 2):
@@ -280,21 +285,48 @@ class RayCluster:
         self.cpus = cpus
         self.temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: socket paths
         self.ray = Path(sys.executable).with_name("ray")
+        self.session: int | None = None
 
     def __enter__(self) -> RayCluster:
         if not self.ray.exists():
             unavailable("Ray is not installed (uv sync --group ray)", "REQUIRE_RAY")
-        started = subprocess.run(
+        ports = {"--port": self.port, "--ray-client-server-port": self.client_port,
+                 "--dashboard-port": free_port(), "--dashboard-agent-listen-port": free_port(),
+                 "--dashboard-agent-grpc-port": free_port(),
+                 "--runtime-env-agent-port": free_port(), "--metrics-export-port": free_port()}
+        # Every process of the cluster is in a session of its own (workers too).
+        starter = subprocess.Popen(
             [str(self.ray), "start", "--head", "--node-ip-address", "127.0.0.1",
-             "--port", str(self.port), "--num-cpus", str(self.cpus),
-             "--ray-client-server-port", str(self.client_port),
-             "--include-dashboard=false", "--object-store-memory", str(200 * 2**20),
+             *[str(part) for flag, port in ports.items() for part in (flag, port)],
+             "--min-worker-port", "0", "--max-worker-port", "0",
+             "--num-cpus", str(self.cpus), "--include-dashboard=false",
+             "--object-store-memory", str(200 * 2**20),
              "--disable-usage-stats", "--temp-dir", str(self.temp)],
-            capture_output=True, text=True, timeout=120)
-        if started.returncode != 0:
-            unavailable(f"`ray start --head` failed: {started.stderr.strip()[-500:]}",
-                        "REQUIRE_RAY")
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True)
+        self.session = starter.pid
+        try:
+            _, stderr = starter.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.__exit__()
+            unavailable("`ray start --head` did not finish in 120 s", "REQUIRE_RAY")
+        if starter.returncode != 0:
+            self.__exit__()
+            unavailable(f"`ray start --head` failed: {stderr.strip()[-500:]}", "REQUIRE_RAY")
         return self
+
+    def processes(self) -> list[int]:
+        """The pids of this cluster's session (its head, agents and workers)."""
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                    if state != "Z" and os.getsid(int(entry)) == self.session:
+                        pids.append(int(entry))
+                except (OSError, IndexError):
+                    pass
+        return pids
 
     def __exit__(self, *exc) -> None:
         try:
@@ -303,5 +335,13 @@ class RayCluster:
             ray.shutdown()
         except ImportError:
             pass
-        subprocess.run([str(self.ray), "stop", "--force"], capture_output=True, timeout=120)
+        for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
+            for pid in self.processes():
+                try:
+                    os.kill(pid, sig)
+                except OSError:
+                    pass
+            deadline = time.monotonic() + wait
+            while self.processes() and time.monotonic() < deadline:
+                time.sleep(0.1)
         shutil.rmtree(self.temp, ignore_errors=True)
