@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.skops"
 METADATA_FILE = "metadata.json"
+#: A many-models set's bundle: every partition's model, and the index of their hashes.
+SET_FILE = "models.zip"
+SET_INDEX_FILE = "index.json"
 
 
 @dataclass
@@ -50,6 +53,15 @@ class BundleMetadata:
     output: str = "predict"
     prediction_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
     example: list[list[float]] = field(default_factory=list)
+    #: Set for a many-models set: ``sha256`` is then that of the models archive.
+    partition_keys: list[str] = field(default_factory=list)
+    set_index_sha256: str = ""
+    example_partition: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_file(self) -> str:
+        """The file ``sha256`` covers."""
+        return SET_FILE if self.partition_keys else MODEL_FILE
 
     @classmethod
     def read(cls, directory: Path) -> BundleMetadata:

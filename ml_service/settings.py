@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     serve_host: str = Field(default="127.0.0.1", description="Scoring service bind address.")
     serve_port: int = Field(default=8080, ge=1, le=65535, description="Scoring service port.")
     max_rows: int = Field(default=10_000, ge=1, description="Most rows in one /score request.")
+    model_cache_size: int = Field(
+        default=1_000, ge=1,
+        description="Many-models sets: partition models the service holds (LRU).")
     max_body_bytes: int = Field(
         default=0, ge=0,
         description="Largest /score request body, in bytes; 0 = 512 bytes per allowed row.",

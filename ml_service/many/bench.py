@@ -120,6 +120,71 @@ def bench_engine(name: str, data: str, work: Path) -> dict[str, Any]:
     return figures
 
 
+def bench_serving(work: Path, requests: int = 2000, capacity: int = 1000) -> dict[str, Any]:
+    """Latency of /score on the joblib run's set (in-process ASGI client): hits and misses.
+
+    Hits: the same 100 partitions over and over (all cached after the first
+    round). Misses: ``requests`` distinct partitions in a cache of
+    ``capacity``, so every request loads a model and, past ``capacity``, evicts
+    one. Memory: resident size before and after the misses.
+    """
+    import numpy as np
+    from fastapi.testclient import TestClient
+
+    from ml_service.registry import connect
+    from ml_service.registry.export import export_bundle
+    from ml_service.serving import create_app
+    from ml_service.settings import Settings
+    from ml_service.spec import load_spec
+
+    os.environ.update(MLOPS_STORE_DIR=str(work / "joblib" / ".mlflow"))
+    spec = load_spec(os.environ.get("MLOPS_MODEL") or None)
+    settings = Settings().for_model(spec)
+    registry = connect(settings)
+    version = registry.alias_version("champion") or 1
+    bundle = work / "bundle"
+    export_bundle(registry, version, bundle, spec)
+    app = create_app(Settings(bundle_dir=bundle, scoring_log_dir=None,
+                              model_cache_size=capacity))
+    keys = list(json.loads((bundle / "index.json").read_text()))
+    rows = [list(r) for r in spec.example]
+
+    def body(key: str) -> dict[str, Any]:
+        values = dict(part.split("=", 1) for part in key.split("/"))
+        return {"partition": {k: int(v) for k, v in values.items()}, "data": rows}
+
+    def timed(client: TestClient, chosen: list[str]) -> list[float]:
+        spent = []
+        for key in chosen:
+            started = time.perf_counter()
+            response = client.post("/score", json=body(key))
+            spent.append(time.perf_counter() - started)
+            if response.status_code != 200:
+                raise RuntimeError(f"/score answered {response.status_code}: {response.text}")
+        return spent
+
+    with TestClient(app) as client:
+        hot = keys[:100]
+        timed(client, hot)  # load them once
+        hits = timed(client, [hot[i % len(hot)] for i in range(requests)])
+        before = tree_rss(os.getpid())
+        misses = timed(client, keys[100:100 + requests])
+        after = tree_rss(os.getpid())
+        metrics = {line.split()[0]: float(line.split()[1])
+                   for line in client.get("/metrics").text.splitlines()
+                   if line.startswith("model_cache_")}
+    return {
+        "hit_p50_ms": float(np.percentile(hits, 50) * 1e3),
+        "hit_p99_ms": float(np.percentile(hits, 99) * 1e3),
+        "miss_p50_ms": float(np.percentile(misses, 50) * 1e3),
+        "miss_p99_ms": float(np.percentile(misses, 99) * 1e3),
+        "requests": requests, "capacity": capacity,
+        "models_held": metrics.get("model_cache_models"),
+        "evictions": metrics.get("model_cache_evictions"),
+        "rss_growth_mb": (after - before) / 2**20,
+    }
+
+
 def render(results: list[dict[str, Any]], data: str) -> str:
     base = next((r for r in results if r["engine"] == "joblib"), results[0])
     lines = [f"# Many-models benchmark ({data})", "",
@@ -157,11 +222,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmarking {name} ...", file=sys.stderr)
         results.append(bench_engine(name, args.data, args.work))
     report = render(results, args.data)
+    serving = None
+    if any(r["engine"] == "joblib" for r in results):
+        print("benchmarking serving ...", file=sys.stderr)
+        serving = bench_serving(args.work)
+        report += (
+            f"\nServing the set (in-process ASGI client, {serving['requests']} requests each, "
+            f"cache of {serving['capacity']}): hit p50 {serving['hit_p50_ms']:.2f} ms, "
+            f"p99 {serving['hit_p99_ms']:.2f} ms; miss p50 {serving['miss_p50_ms']:.2f} ms, "
+            f"p99 {serving['miss_p99_ms']:.2f} ms; {serving['models_held']:.0f} models held "
+            f"after {serving['evictions']:.0f} evictions, resident memory "
+            f"{serving['rss_growth_mb']:+.0f} MB over the misses\n")
     for line in skipped:
         report += f"\nskipped {line}"
     print(report)
     if args.json_out:
-        args.json_out.write_text(json.dumps({"results": results, "skipped": skipped}, indent=2))
+        args.json_out.write_text(json.dumps({"results": results, "serving": serving,
+                                             "skipped": skipped}, indent=2))
     return 0
 
 

@@ -7,8 +7,9 @@
                           holding this set), rows, cache_key,
                           sha256 of the entry, the model's metrics on the
                           partition's latest holdout (metric.<name>)
-    <dir>/metadata.json   model name, version, partition keys, contract, output,
-                          prediction range, counts, rule, sha256 of the two files
+    <dir>/index.json      key -> sha256 and source_version, for the scoring service
+    <dir>/metadata.json   model name, partition keys, contract, output,
+                          prediction range, counts, rule, sha256 of the other files
 
 A set is one registered version: models of partitions that kept their
 champion are copied byte for byte from the previous set, with their source
@@ -33,6 +34,8 @@ from ml_service.bundle import sha256_file
 from ml_service.errors import MlopsError, UsageError
 
 MODELS, INDEX, METADATA = "models.zip", "index.parquet", "metadata.json"
+#: The index the scoring service reads (it has no pandas): key -> sha256, source version.
+SERVING_INDEX = "index.json"
 
 
 @dataclass
@@ -64,9 +67,13 @@ def write_set(directory: Path, entries: Iterable[Entry], metadata: dict[str, Any
                          "sha256": hashlib.sha256(entry.model).hexdigest(),
                          **{f"metric.{k}": v for k, v in entry.metrics.items()}})
     pd.DataFrame(rows).to_parquet(directory / INDEX, index=False)
+    serving = {r["key"]: {"sha256": r["sha256"], "source_version": r["source_version"]}
+               for r in rows}
+    (directory / SERVING_INDEX).write_text(json.dumps(serving, sort_keys=True))
     metadata = {**metadata, "partitions": len(rows),
                 "models_sha256": sha256_file(directory / MODELS),
-                "index_sha256": sha256_file(directory / INDEX)}
+                "index_sha256": sha256_file(directory / INDEX),
+                "serving_index_sha256": sha256_file(directory / SERVING_INDEX)}
     path = directory / METADATA
     path.write_text(json.dumps(metadata, indent=2, sort_keys=True))
     return path
@@ -89,7 +96,8 @@ class ModelSet:
             self.metadata: dict[str, Any] = json.loads((directory / METADATA).read_text())
         except FileNotFoundError:
             raise MlopsError(f"{what} has no {METADATA}: not a many-models set") from None
-        for name, key in ((MODELS, "models_sha256"), (INDEX, "index_sha256")):
+        for name, key in ((MODELS, "models_sha256"), (INDEX, "index_sha256"),
+                          (SERVING_INDEX, "serving_index_sha256")):
             if not (directory / name).is_file():
                 raise MlopsError(f"{what} has no {name}")
             if sha256_file(directory / name) != self.metadata.get(key):

@@ -15,7 +15,7 @@ from ml_service.bundle import (
     load_skops,
     sha256_file,
 )
-from ml_service.errors import UsageError
+from ml_service.errors import MlopsError, UsageError
 from ml_service.registry.store import Registry
 from ml_service.spec import ModelSpec
 
@@ -39,6 +39,8 @@ def export_bundle(registry: Registry, version: int, directory: Path,
     """
     import mlflow.artifacts
 
+    if spec.partition_keys:
+        return export_set(registry, version, directory, spec)
     info = registry.get_version(version)
     _check_replaceable(directory)
     what = f"{registry.name} version {version}"
@@ -76,13 +78,81 @@ def export_bundle(registry: Registry, version: int, directory: Path,
     return metadata
 
 
+def export_set(registry: Registry, version: int, directory: Path,
+               spec: ModelSpec) -> BundleMetadata:
+    """Download many-models set ``version`` into ``directory`` as a scoring bundle.
+
+    The bundle holds the set's archive and serving index (both checked against
+    the set's metadata first) and a ``metadata.json`` whose ``sha256`` is the
+    archive's, so the image and the service check it as they check a model file.
+
+    Raises:
+        MlopsError: If the version is not a set, or a file does not match its hash.
+    """
+    import json
+
+    import mlflow.artifacts
+
+    from ml_service.bundle import SET_FILE, SET_INDEX_FILE
+    from ml_service.many.bundle import ModelSet
+
+    info = registry.get_version(version)
+    _check_replaceable(directory)
+    what = f"{registry.name} version {version}"
+    if info.tags.get("kind") != "model-set":
+        raise MlopsError(f"{what} is not a many-models set (no tag kind=model-set)")
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{registry.name}/{version}", dst_path=tmp))
+        models = ModelSet(local, version)  # every file against the set's metadata
+        first_key = models.keys[0] if models.keys else ""
+        models.close()
+        if directory.exists():
+            shutil.rmtree(directory)
+        directory.mkdir(parents=True)
+        for name in (SET_FILE, SET_INDEX_FILE):
+            shutil.copy2(local / name, directory / name)
+        set_metadata = json.loads((local / "metadata.json").read_text())
+    example_partition = dict(part.split("=", 1) for part in first_key.split("/") if part)
+    metadata = BundleMetadata(
+        name=registry.name,
+        version=int(version),
+        sha256=sha256_file(directory / SET_FILE),
+        git_commit=info.tags.get("git_commit", "unknown"),
+        run_id=info.run_id or "",
+        metrics={k.removeprefix("worst."): float(v) for k, v in info.tags.items()
+                 if k.startswith("worst.")},
+        feature_names=spec.contract.feature_names,
+        contract=spec.contract.to_json(),
+        output=spec.output,
+        prediction_range=list(spec.prediction_range),
+        example=[list(row) for row in spec.example],
+        partition_keys=list(set_metadata["partition_keys"]),
+        set_index_sha256=sha256_file(directory / SET_INDEX_FILE),
+        example_partition={k: _number(v) for k, v in example_partition.items()},
+    )
+    metadata.write(directory)
+    logger.info("exported set %s v%s (%s partitions) to %s", registry.name, version,
+                set_metadata.get("partitions"), directory)
+    return metadata
+
+
+def _number(value: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            continue
+    return value
+
+
 def _check_replaceable(directory: Path) -> None:
     """Refuse to replace a directory that is not empty and not an earlier bundle."""
     if directory.is_symlink() or (directory.exists() and not directory.is_dir()):
         raise UsageError(f"{directory} exists and is not a directory: choose another --out")
     if directory.is_dir():
         contents = {p.name for p in directory.iterdir()}
-        if contents and not contents <= {MODEL_FILE, METADATA_FILE}:
+        if contents and not contents <= {MODEL_FILE, METADATA_FILE, "models.zip", "index.json"}:
             raise UsageError(
                 f"{directory} is not empty and not a model bundle: choose another --out "
                 "(a bundle directory is replaced, anything else is left alone)")

@@ -101,6 +101,29 @@ class Registry:
             _, model_file = checked_model_file(local, what)
             return load_skops(model_file, what)
 
+    def sample_partition(self, version: int) -> tuple[dict[str, Any], Any]:
+        """For a many-models set: its first partition's key values and (checked) model."""
+        import tempfile
+        from pathlib import Path
+
+        from ml_service.many.pipeline import download_set
+
+        with tempfile.TemporaryDirectory() as tmp:
+            models = download_set(self, version, Path(tmp))
+            try:
+                key = models.keys[0]
+                model = models.load(key)
+            finally:
+                models.close()
+        values: dict[str, Any] = {}
+        for part in key.split("/"):
+            name, value = part.split("=", 1)
+            try:
+                values[name] = int(value)
+            except ValueError:
+                values[name] = value
+        return values, model
+
     def get_version(self, version: int) -> VersionInfo:
         """One version's info.
 

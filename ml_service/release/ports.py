@@ -60,6 +60,9 @@ class ReleaseRegistry(Protocol):
     def load_model(self, version: int) -> Any:
         """The fitted model of ``version``."""
 
+    def sample_partition(self, version: int) -> tuple[dict[str, Any], Any]:
+        """For a many-models set: one partition's key values and its fitted model."""
+
 
 class DeployTarget(Protocol):
     """Where a stage's scoring service runs (a Docker engine, a cluster)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ml_service.net import wait_for_http
@@ -22,7 +24,7 @@ def wait_healthy(url: str, deadline: float) -> float:
 
 
 def smoke_test(url: str, version: int, expected: np.ndarray, rows: list[list[float]],
-               deadline: float) -> None:
+               deadline: float, partition: dict[str, Any] | None = None) -> None:
     """Wait for ``url`` to be healthy, then check it scores ``rows`` as ``expected``.
 
     Raises:
@@ -32,7 +34,10 @@ def smoke_test(url: str, version: int, expected: np.ndarray, rows: list[list[flo
     import requests
 
     wait_healthy(url, deadline)
-    response = requests.post(f"{url}/score", json={"data": rows}, timeout=10)
+    body: dict[str, Any] = {"data": rows}
+    if partition:  # a many-models set: one partition's model
+        body["partition"] = partition
+    response = requests.post(f"{url}/score", json=body, timeout=10)
     if response.status_code != 200:
         raise ReleaseError(f"{url}/score answered {response.status_code}: {response.text[:300]}")
     body = response.json()
@@ -53,10 +58,15 @@ def smoke_check(registry: ReleaseRegistry, spec: ModelSpec, version: int,
     import pandas as pd
 
     rows = [list(row) for row in spec.example]
-    model = registry.load_model(version)
-    expected = spec.predict(model, pd.DataFrame(rows, columns=spec.contract.feature_names))
+    partition: dict[str, Any] | None = None
+    if spec.partition_keys:
+        partition, model = registry.sample_partition(version)
+        expected = spec.predict(model, np.asarray(rows, dtype=float))
+    else:
+        model = registry.load_model(version)
+        expected = spec.predict(model, pd.DataFrame(rows, columns=spec.contract.feature_names))
 
     def check(url: str) -> None:
-        smoke_test(url, version, expected, rows, deadline)
+        smoke_test(url, version, expected, rows, deadline, partition)
 
     return check

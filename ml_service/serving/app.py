@@ -6,6 +6,11 @@ HTTP contract (MLOpsPython's, extended):
   ``{"data": [{"feature": ..., ...}, ...]}`` returns
   ``{"result": [numbers], "model": {"name": ..., "version": ...}}``.
 - ``GET /health``, ``GET /metadata``, ``GET /metrics`` (Prometheus), ``/docs``.
+- For a many-models set the body also names its partition,
+  ``{"partition": {"store": 3, "product": 7}, "data": [...]}``; the model is
+  that partition's (loaded on demand into an LRU cache,
+  :mod:`ml_service.serving.model_set`), an unknown partition is a 422, and
+  ``model`` in the answer adds ``partition`` and ``source_version``.
 
 Bad input never yields a 5xx: contract violations are 422 with the row and
 feature named, bodies over the limit are 413. The model file's SHA-256 is
@@ -38,6 +43,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ml_service.bundle import MODEL_FILE, BundleMetadata, sha256_file
 from ml_service.serving.metrics import MetricsMiddleware, ServiceMetrics
+from ml_service.serving.model_set import ServedSet, SetIntegrityError, UnknownPartition
 from ml_service.serving.requests import check_json, check_row_count, read_body, reject_constant
 from ml_service.serving.schema import score_request_schema
 from ml_service.serving.scoring_log import Batch, ScoringLog, now_iso
@@ -50,11 +56,22 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 logger = logging.getLogger(__name__)
 
 
+def partition_key(keys: list[str], values: list[Any]) -> str:
+    """``store=3/product=7``: the same key string training writes (see ml_service.many)."""
+    def plain(value: Any) -> str:
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return str(value)
+
+    return "/".join(f"{k}={plain(v)}" for k, v in zip(keys, values, strict=True))
+
+
 class ModelIntegrityError(RuntimeError):
     """The bundled model file is not the one the image or bundle was built with."""
 
 
-def load_bundle(directory: Path, expected_sha256: str | None = None) -> tuple[Any, BundleMetadata]:
+def load_bundle(directory: Path, expected_sha256: str | None = None,
+                cache_size: int = 1_000) -> tuple[Any, BundleMetadata]:
     """Load a bundle's model after checking its SHA-256.
 
     Args:
@@ -72,6 +89,12 @@ def load_bundle(directory: Path, expected_sha256: str | None = None) -> tuple[An
 
     metadata = BundleMetadata.read(directory)
     expected = (expected_sha256 or metadata.sha256).lower()
+    if metadata.partition_keys:
+        try:
+            return ServedSet(directory, expected, cache_size,
+                             metadata.set_index_sha256, metadata.version), metadata
+        except SetIntegrityError as exc:
+            raise ModelIntegrityError(str(exc)) from None
     actual = sha256_file(directory / MODEL_FILE)
     if actual != expected:
         raise ModelIntegrityError(
@@ -91,12 +114,39 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     carries.
     """
     settings = settings or Settings()
-    model, metadata = load_bundle(settings.bundle_dir, settings.model_sha256)
+    model, metadata = load_bundle(settings.bundle_dir, settings.model_sha256,
+                                  settings.model_cache_size)
+    served_set = model if isinstance(model, ServedSet) else None
+    keys = metadata.partition_keys
     contract = metadata.data_contract
     validate = RowValidator(contract, settings.max_rows)
     busy = asyncio.Semaphore(settings.max_concurrent_scoring)
 
-    def _predict(body: bytes) -> tuple[np.ndarray, np.ndarray]:
+    def _partition(payload: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """The model of the request's partition, and what the answer says about it."""
+        assert served_set is not None
+        given = payload.get("partition")
+        if not isinstance(given, dict):
+            raise RequestError(f'a many-models set needs "partition": an object with '
+                               f'{", ".join(keys)}')
+        absent = [k for k in keys if k not in given]
+        extra = sorted(set(given) - set(keys))
+        if absent or extra:
+            raise RequestError(f"partition must name exactly {', '.join(keys)}"
+                               + (f"; missing {', '.join(absent)}" if absent else "")
+                               + (f"; unknown {', '.join(extra)}" if extra else ""))
+        values = [given[k] for k in keys]
+        if not all(isinstance(v, (str, int, float)) and not isinstance(v, bool)
+                   for v in values):
+            raise RequestError("partition values must be numbers or strings")
+        key = partition_key(keys, values)
+        try:
+            chosen = served_set.model(key)
+        except UnknownPartition:
+            raise RequestError(f"no model for partition {key} in this set") from None
+        return chosen, {"partition": key, "source_version": served_set.source_version(key)}
+
+    def _predict(body: bytes) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         try:
             payload = json.loads(body, parse_constant=reject_constant)
         except RequestError:
@@ -105,14 +155,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise RequestError("request body is not valid JSON") from None
         if not isinstance(payload, dict) or "data" not in payload:
             raise RequestError('request body must be a JSON object with a "data" list')
+        chosen, about = _partition(payload) if served_set is not None else (model, {})
         matrix = validate(payload["data"])
         with warnings.catch_warnings():
             # The pipeline was fitted on a DataFrame; rows arrive as a bare
             # array in contract order, which is what it expects.
             warnings.simplefilter("ignore", UserWarning)
-            return matrix, predictions(model, matrix, metadata.output)
+            return matrix, predictions(chosen, matrix, metadata.output), about
 
     metrics = ServiceMetrics(metadata)
+    if served_set is not None:
+        metrics.watch_cache(served_set)
     model_ref = {"name": metadata.name, "version": metadata.version}
     scoring_log = None
     if settings.scoring_log_dir is not None:
@@ -155,7 +208,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {
-                    "schema": score_request_schema(contract, metadata.example)}},
+                    "schema": score_request_schema(contract, metadata.example, keys,
+                                                   metadata.example_partition)}},
             }
         },
         responses={413: {"description": "Body or row count over the limit"},
@@ -172,7 +226,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # does them, so the event loop keeps answering /health; at most
         # MLOPS_MAX_CONCURRENT_SCORING requests do so at once, the rest wait.
         async with busy:
-            matrix, predictions = await run_in_threadpool(_predict, body)
+            matrix, predictions, about = await run_in_threadpool(_predict, body)
         given = request.headers.get("x-request-id", "")
         request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         if scoring_log is not None and not scoring_log.submit(
@@ -188,7 +242,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for value in predictions:
             metrics.predictions.observe(value)
         return JSONResponse(
-            {"result": predictions.tolist(), "model": model_ref, "request_id": request_id},
+            {"result": predictions.tolist(), "model": {**model_ref, **about},
+             "request_id": request_id},
             headers={"X-Request-ID": request_id},
         )
 

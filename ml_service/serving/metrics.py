@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -10,6 +11,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ml_service.bundle import BundleMetadata
 from ml_service.serving.scoring_log import ScoringLog
+
+if TYPE_CHECKING:
+    from ml_service.serving.model_set import ServedSet
 
 
 class ServiceMetrics:
@@ -38,6 +42,21 @@ class ServiceMetrics:
             ["name", "version", "git_commit"], registry=self.registry,
         )
         info.labels(metadata.name, str(metadata.version), metadata.git_commit).set(1)
+
+    def watch_cache(self, served: ServedSet) -> None:
+        """Hits, misses, evictions and size of a many-models set's model cache."""
+        for name, text, read in (
+            ("model_cache_hits", "Requests whose partition model was in the cache.",
+             lambda: served.hits),
+            ("model_cache_misses", "Partition models loaded from the set's archive.",
+             lambda: served.misses),
+            ("model_cache_evictions", "Least recently used models dropped to stay in bounds.",
+             lambda: served.evictions),
+            ("model_cache_models", "Partition models held now.", lambda: len(served)),
+        ):
+            Gauge(name, text, registry=self.registry).set_function(read)
+        Gauge("model_cache_capacity", "Most partition models held (MLOPS_MODEL_CACHE_SIZE).",
+              registry=self.registry).set(served.capacity)
 
     def watch_log(self, log: ScoringLog) -> None:
         """Export the scoring log's queue depth, rows written and refusals."""

@@ -7,8 +7,28 @@ from typing import Any
 from ml_service.contract import DataContract
 
 
-def score_request_schema(contract: DataContract, example: list[list[float]]) -> dict[str, Any]:
-    """The OpenAPI schema of a /score request body, derived from the data contract."""
+def score_request_schema(contract: DataContract, example: list[list[float]],
+                         partition_keys: list[str] | None = None,
+                         example_partition: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The OpenAPI schema of a /score request body, derived from the data contract.
+
+    For a many-models set (``partition_keys``) the body also names its partition.
+    """
+    schema = _rows_schema(contract, example)
+    if partition_keys:
+        schema["required"] = ["partition", "data"]
+        schema["properties"]["partition"] = {
+            "type": "object",
+            "required": list(partition_keys),
+            "additionalProperties": False,
+            "properties": {k: {"type": ["number", "string"]} for k in partition_keys},
+            "description": "which partition's model scores the rows",
+        }
+        schema["example"] = {"partition": example_partition or {}, **schema["example"]}
+    return schema
+
+
+def _rows_schema(contract: DataContract, example: list[list[float]]) -> dict[str, Any]:
     return {
         "type": "object",
         "required": ["data"],
