@@ -76,10 +76,25 @@ def drift(
         return
     served = version or int(logged["model_version"].mode().iloc[0])
     _, _, registry = connected()
-    reference, current = dr.columns(spec, registry.load_model(served),
-                                    load_data(settings.data_file), logged)
-    report = dr.compare(reference, current, rules)
     title = f"Drift of {registry.name} v{served}"
+    if spec.partition_keys:
+        import tempfile
+
+        from ml_service.many.monitoring import set_columns
+        from ml_service.many.pipeline import download_set
+
+        with tempfile.TemporaryDirectory() as tmp:
+            models = download_set(registry, served, Path(tmp))
+            try:
+                reference, current, partitions = set_columns(
+                    spec, models, str(settings.data_file), logged)
+            finally:
+                models.close()
+        title += f" over the {partitions} partitions in the log"
+    else:
+        reference, current = dr.columns(spec, registry.load_model(served),
+                                        load_data(settings.data_file), logged)
+    report = dr.compare(reference, current, rules)
     target = out_dir or settings.reports_dir / "drift"
     target.mkdir(parents=True, exist_ok=True)
     text = dr.markdown(report, title)
@@ -99,10 +114,13 @@ def drift(
 def collect(
     outcomes: Annotated[Path, typer.Option(
         "--outcomes", help="CSV of ground truth: request_id, row (optional), target.")],
-    output: Annotated[Path, typer.Option("--out", help="Where to write the new dataset CSV.")],
+    output: Annotated[Path, typer.Option(
+        "--out", help="Where to write the new dataset: a CSV file, or for a many-models set "
+        "a partitioned Parquet directory (replaced when complete).")],
     logs: LogsOption = None,
     base: Annotated[Optional[Path], typer.Option(
-        "--base", help="Existing dataset to extend (e.g. the current training data).")] = None,
+        "--base", help="Existing dataset to extend (e.g. the current training data; a "
+        "partitioned directory for a set).")] = None,
 ) -> None:
     """Join scoring logs with ground-truth outcomes into a dataset that passes the contract."""
     from ml_service.monitoring.collect import collect as join, read_outcomes
@@ -110,16 +128,27 @@ def collect(
     from ml_service.training.data import load_data
 
     settings, spec = model()
+    keys = spec.partition_keys
     logged = read_scoring_log(logs_location(settings, logs))
     truth = read_outcomes(outcomes, spec.contract)
-    result = join(logged, truth, spec.contract,
-                  load_data(base) if base is not None else None, str(outcomes))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    result.dataset.to_csv(output, index=False)
+    if keys:
+        from ml_service.many.dataset import partition_keys_of, read_dataset, write_dataset
+
+        existing = read_dataset(str(base), keys) if base is not None else None
+        result = join(logged, truth, spec.contract, existing, str(outcomes), keys)
+        shards = write_dataset(result.dataset, output, keys)
+        partitions = partition_keys_of(result.dataset, keys).nunique()
+        where = f"{output} ({partitions} partitions in {shards} {keys[0]} directories)"
+    else:
+        result = join(logged, truth, spec.contract,
+                      load_data(base) if base is not None else None, str(outcomes))
+        output.parent.mkdir(parents=True, exist_ok=True)
+        result.dataset.to_csv(output, index=False)
+        where = str(output)
     out.print(
         f"{result.matched} of {result.logged} logged rows matched an outcome "
         f"({result.unmatched_outcomes} outcomes unmatched); wrote {len(result.dataset)} rows "
-        f"to {output}; it passes the data contract ({result.expectations} expectations)"
+        f"to {where}; it passes the data contract ({result.expectations} expectations)"
     )
     if result.skipped_ambiguous:
         out.print(f"[yellow]skipped {result.skipped_ambiguous} logged rows[/] whose request id "

@@ -139,15 +139,64 @@ def digest(frame: pd.DataFrame, contract: DataContract) -> str:
 
 
 def write_dataset(frame: pd.DataFrame, root: Path, keys: Sequence[str]) -> int:
-    """Write ``frame`` as the dataset layout above (replacing ``root``); the shard count."""
-    import shutil
+    """Write ``frame`` as the dataset layout above, replacing ``root``; the shard count.
 
-    if root.exists():
-        shutil.rmtree(root)
-    count = 0
-    for value, rows in frame.groupby(keys[0], sort=True):
-        directory = root / f"{keys[0]}={_plain(value)}"
-        directory.mkdir(parents=True)
-        rows.drop(columns=keys[0]).to_parquet(directory / "part-0.parquet", index=False)
-        count += 1
+    The new dataset is written next to ``root`` and swapped in only when
+    complete, so a failure (a full disk) leaves the old one as it was.
+    """
+    import shutil
+    import tempfile
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
+    try:
+        count = 0
+        for value, rows in frame.groupby(keys[0], sort=True):
+            directory = staging / f"{keys[0]}={_plain(value)}"
+            directory.mkdir()
+            rows.drop(columns=keys[0]).to_parquet(directory / "part-0.parquet", index=False)
+            count += 1
+        old = root.with_name(f".{root.name}-old")
+        if root.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            root.rename(old)
+        staging.rename(root)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return count
+
+
+def read_dataset(root: str, keys: Sequence[str],
+                 partitions: set[str] | None = None) -> pd.DataFrame:
+    """The rows of the dataset at ``root`` (only of ``partitions``' keys, if given).
+
+    Only the shards those partitions live in are read.
+
+    Raises:
+        UsageError: If ``root`` holds no dataset.
+    """
+    import pandas as pd
+
+    shards = list_shards(root, keys)
+    if partitions is not None:
+        first = {key.split("/", 1)[0] for key in partitions}
+        shards = [s for s in shards if f"{s.key}={s.value}" in first]
+    frames = [read_shard(shard) for shard in shards]
+    if not frames:
+        return pd.DataFrame(columns=list(keys))
+    frame = pd.concat(frames, ignore_index=True)
+    if partitions is not None:
+        frame = frame[partition_keys_of(frame, keys).isin(partitions).to_numpy()]
+    return frame.reset_index(drop=True)
+
+
+def partition_keys_of(frame: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
+    """Each row's partition key string (``store=1/product=7``)."""
+    import pandas as pd
+
+    parts = [frame[k].map(_plain).astype(str) for k in keys]
+    joined = pd.Series([f"{keys[0]}="] * len(frame), index=frame.index) + parts[0]
+    for name, part in zip(keys[1:], parts[1:]):
+        joined = joined + f"/{name}=" + part
+    return joined

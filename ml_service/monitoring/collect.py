@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +42,8 @@ def read_outcomes(path: Path, contract: DataContract) -> pd.DataFrame:
 
 
 def collect(logged: pd.DataFrame, truth: pd.DataFrame, contract: DataContract,
-            base: pd.DataFrame | None = None, outcomes_name: str = "the outcomes") -> Collected:
+            base: pd.DataFrame | None = None, outcomes_name: str = "the outcomes",
+            partition_keys: Sequence[str] = ()) -> Collected:
     """Join logged rows with their outcomes; check the result against the contract.
 
     Args:
@@ -50,14 +52,21 @@ def collect(logged: pd.DataFrame, truth: pd.DataFrame, contract: DataContract,
         contract: The model's data contract.
         base: An existing dataset to extend, or None.
         outcomes_name: How to name the outcomes in errors.
+        partition_keys: A many-models set's partition keys: logged on each row, kept as
+            columns of the dataset.
 
     Raises:
-        UsageError: If the log is empty or outcomes of multi-row requests lack ``row``.
+        UsageError: If the log is empty, was not written by a set of these
+            ``partition_keys``, or outcomes of multi-row requests lack ``row``.
         DataValidationError: If the collected dataset breaks the contract.
     """
     target = contract.target.name
     if logged.empty:
         raise UsageError("the scoring log is empty")
+    absent = [k for k in partition_keys if k not in logged.columns]
+    if absent:
+        raise UsageError(f"the scoring log has no partition column(s) {', '.join(absent)}: "
+                         "it was not written by a many-models set with these keys")
     # A client-chosen X-Request-ID need not be unique: a row logged twice
     # under one id could pair one client's outcome with another's inputs.
     logged = logged.astype({"request_id": str})
@@ -74,10 +83,14 @@ def collect(logged: pd.DataFrame, truth: pd.DataFrame, contract: DataContract,
         keys = ["request_id"]
     truth = truth.astype({"request_id": str})
     merged = logged.merge(truth[[*keys, target]], on=keys, how="inner")
-    dataset = merged[contract.columns]
+    columns = [*partition_keys, *contract.columns]
+    dataset = merged[columns]
     if base is not None:
-        dataset = pd.concat([base[contract.columns], dataset], ignore_index=True)
-    report = validate_frame(dataset, contract)
+        missing = [c for c in columns if c not in base.columns]
+        if missing:
+            raise UsageError(f"the base dataset lacks column(s) {', '.join(missing)}")
+        dataset = pd.concat([base[columns], dataset], ignore_index=True)
+    report = validate_frame(dataset[contract.columns], contract)
     if not report.success:
         raise DataValidationError(
             f"the collected dataset breaks the data contract\n{report.summary()}", report=report

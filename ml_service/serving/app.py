@@ -144,7 +144,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             chosen = served_set.model(key)
         except UnknownPartition:
             raise RequestError(f"no model for partition {key} in this set") from None
-        return chosen, {"partition": key, "source_version": served_set.source_version(key)}
+        return chosen, {"partition": key, "source_version": served_set.source_version(key),
+                        "values": tuple(values)}
 
     def _predict(body: bytes) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         try:
@@ -176,6 +177,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ship_to=settings.scoring_log_uri,
             max_age=settings.scoring_log_rotate_seconds,
             max_total=settings.scoring_log_max_total_bytes,
+            partition_keys=keys,
         )
         metrics.watch_log(scoring_log)
 
@@ -229,8 +231,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             matrix, predictions, about = await run_in_threadpool(_predict, body)
         given = request.headers.get("x-request-id", "")
         request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        values = about.pop("values", ())
         if scoring_log is not None and not scoring_log.submit(
-            Batch(request_id, now_iso(), matrix, predictions)
+            Batch(request_id, now_iso(), matrix, predictions, values,
+                  about.get("source_version"))
         ):
             metrics.log_refused.inc()
             return JSONResponse(

@@ -7,6 +7,11 @@ a directory (a volume in the containers). One line per row:
     {"request_id": ..., "row": 0, "timestamp": ..., "model_name": ...,
      "model_version": ..., "age": ..., ..., "s6": ..., "prediction": ...}
 
+For a many-models set, each line also names the request's partition (one
+field per partition key, e.g. ``"store": 3, "product": 7``) and the
+``source_version`` of the partition's model, so the log is a partitioned
+dataset again: ``mlops collect`` turns it into training data per partition.
+
 Nothing is dropped silently: when the queue is full the request is refused
 with 503 (back-pressure, the client retries) and counted; on shutdown (SIGTERM
 through uvicorn's lifespan) the queue is drained and the file closed.
@@ -28,6 +33,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
@@ -48,6 +54,10 @@ class Batch:
     timestamp: str
     inputs: np.ndarray
     predictions: np.ndarray
+    #: A set's request: its partition key values (in key order) and the version
+    #: that trained the partition's model; empty and None for a single model.
+    partition: tuple[str | int | float, ...] = ()
+    source_version: int | None = None
 
 
 class ScoringLog:
@@ -67,6 +77,8 @@ class ScoringLog:
             pass it, the oldest closed files are deleted (counted in
             ``files_dropped`` and logged as errors): a full disk would stop
             the service, and with shipping on only unshipped files pile up.
+        partition_keys: A set's partition keys: logged on every line, with the
+            ``source_version`` of the model that scored it.
 
     Files are created 0600 in a 0700 directory: they hold every request.
     """
@@ -74,7 +86,7 @@ class ScoringLog:
     def __init__(self, directory: Path, feature_names: list[str], model_name: str,
                  model_version: int, max_bytes: int = 64 * 2**20, max_pending: int = 2000,
                  ship_to: str | None = None, max_age: float = 3600.0,
-                 max_total: int = 2**30):
+                 max_total: int = 2**30, partition_keys: Sequence[str] = ()):
         self.directory = Path(directory)
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
@@ -86,10 +98,15 @@ class ScoringLog:
         # which matters because the writer shares the GIL with the requests.
         # repr() of a finite float is valid JSON; NaN/inf never get this far.
         fields = ", ".join(f"{json.dumps(name)}: %r" for name in self.features)
+        self.partition_keys = list(partition_keys)
+        # A set's line: its partition (each value JSON-encoded once per request).
+        where = "".join(f"{json.dumps(key)}: %s, " for key in self.partition_keys)
+        if where:
+            where += '"source_version": %d, '
         self._template = (
             '{"request_id": %s, "row": %d, "timestamp": "%s", '
             f'"model_name": {json.dumps(model_name)}, "model_version": {int(model_version)}, '
-            f'{fields}, "prediction": %r}}\n'
+            f'{where}{fields}, "prediction": %r}}\n'
         )
         self.max_bytes = max_bytes
         self.max_age = max_age
@@ -112,7 +129,15 @@ class ScoringLog:
         self._thread.start()
 
     def submit(self, batch: Batch) -> bool:
-        """Queue ``batch`` for writing; False if the queue is full (apply back-pressure)."""
+        """Queue ``batch`` for writing; False if the queue is full (apply back-pressure).
+
+        Raises:
+            ValueError: If the batch's partition does not match the log's keys
+                (checked here: the writer thread must never fail on a line).
+        """
+        if len(batch.partition) != len(self.partition_keys):
+            raise ValueError(f"a batch of this log names {len(self.partition_keys)} partition "
+                             f"values, not {len(batch.partition)}")
         try:
             self.pending.put_nowait(batch)
             return True
@@ -157,8 +182,12 @@ class ScoringLog:
 
     def _write(self, batch: Batch) -> None:
         request_id, stamp, template = json.dumps(batch.request_id), batch.timestamp, self._template
+        where: tuple[str | int, ...] = ()
+        if self.partition_keys:
+            where = (*(json.dumps(value) for value in batch.partition),
+                     int(batch.source_version or 0))
         lines = [
-            template % (request_id, row, stamp, *values, prediction)
+            template % (request_id, row, stamp, *where, *values, prediction)
             for row, (values, prediction) in enumerate(
                 zip(batch.inputs.tolist(), batch.predictions.tolist())
             )

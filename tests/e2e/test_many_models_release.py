@@ -1,4 +1,4 @@
-"""A many-models set through image and QA, by the same make targets as a single model.
+"""A many-models set through image, QA, production and rollback (the make targets of one model).
 
 The image carries the set's archive and index (hash-checked at start) and
 loads partition models on demand; the QA smoke test scores one partition
@@ -11,12 +11,17 @@ import pytest
 import requests
 
 from sales_forecast.generate import write
-from tests.e2e.test_release import alias, make, ok
+from tests.e2e.test_release import alias, make, ok, served_version
 
 pytestmark = pytest.mark.e2e
 
 
-def test_a_set_gets_an_image_and_passes_qa(env, tmp_path):
+def score(port: str, store: int, product: int) -> requests.Response:
+    body = {"partition": {"store": store, "product": product}, "data": [[12.5, 0, 18.0]]}
+    return requests.post(f"http://127.0.0.1:{port}/score", json=body, timeout=5)
+
+
+def test_a_set_is_released_promoted_and_rolled_back_like_a_single_model(env, tmp_path):
     write(tmp_path / "sales", 3, 2, 40)
     env = {**env, "MLOPS_MODEL": "sales", "MLOPS_DATA_PATH": str(tmp_path / "sales")}
     out = ok(make(env, "pipeline"))
@@ -35,3 +40,26 @@ def test_a_set_gets_an_image_and_passes_qa(env, tmp_path):
     metrics = requests.get(f"{url}/metrics", timeout=5).text
     # The smoke test's partition (store=1/product=1), then this one.
     assert "model_cache_misses 2.0" in metrics and "model_cache_capacity 1000.0" in metrics
+
+    # Production: the image that passed QA.
+    ok(make(env, "promote"))
+    assert alias(env, "production") == 1 and served_version(env["MLOPS_PRODUCTION_PORT"]) == 1
+    assert score(env["MLOPS_PRODUCTION_PORT"], 3, 2).status_code == 200
+
+    # A new store opens: version 2 adds its partitions and carries the others over.
+    write(tmp_path / "sales", 4, 2, 40)
+    out = ok(make(env, "pipeline"))
+    assert "registered version 2 with 8 models" in out
+    ok(make(env, "release"))
+    ok(make(env, "promote"))
+    assert alias(env, "production") == 2
+    opened = score(env["MLOPS_PRODUCTION_PORT"], 4, 1)
+    assert opened.status_code == 200, opened.text
+    assert opened.json()["model"]["source_version"] == 2
+    assert score(env["MLOPS_PRODUCTION_PORT"], 3, 2).json()["model"]["source_version"] == 1
+
+    # Rollback: version 1 again, which has no model for the new store.
+    out = ok(make(env, "rollback"))
+    assert "production serves version 1 again" in out
+    assert alias(env, "production") == 1 and served_version(env["MLOPS_PRODUCTION_PORT"]) == 1
+    assert score(env["MLOPS_PRODUCTION_PORT"], 4, 1).status_code == 422

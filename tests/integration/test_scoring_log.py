@@ -129,3 +129,17 @@ def test_the_log_is_private_and_never_grows_past_its_cap(tmp_path):
     # What is left is the newest: the last request is there, the first is gone.
     ids = set(read_logs(directory)["request_id"])
     assert "r399" in ids and "r0" not in ids
+
+
+def test_a_sets_lines_name_the_partition_and_the_model_that_scored_it(tmp_path):
+    log = ScoringLog(tmp_path, ["price", "promotion"], "sales", 4,
+                     partition_keys=["store", "region"])
+    assert log.submit(Batch("a", now_iso(), np.array([[1.5, 0.0], [2.5, 1.0]]),
+                            np.array([3.0, 4.0]), (7, "north \"x\""), 2))
+    with pytest.raises(ValueError, match="names 2 partition values, not 1"):
+        log.submit(Batch("b", now_iso(), np.ones((1, 2)), np.ones(1), (7,), 2))
+    log.close()
+    logged = read_logs(tmp_path)
+    assert logged[["store", "region", "source_version", "model_version"]].values.tolist() == [
+        [7, 'north "x"', 2, 4]] * 2
+    assert list(logged["price"]) == [1.5, 2.5] and list(logged["prediction"]) == [3.0, 4.0]

@@ -138,3 +138,24 @@ def test_the_service_names_a_partition_as_training_does(values):
 
     plain = [v.item() if isinstance(v, np.generic) else v for v in values]  # as JSON gives
     assert partition_key(list(KEYS), plain) == ds.partition_key(KEYS, values)
+
+
+def test_a_failed_rewrite_leaves_the_old_dataset_whole(tmp_path, monkeypatch):
+    import pandas as pd
+
+    frame = pd.DataFrame({"store": [1, 1, 2], "product": [1, 2, 1], "x": [1.0, 2.0, 3.0]})
+    root = tmp_path / "data"
+    assert ds.write_dataset(frame, root, KEYS) == 2
+    before = ds.read_dataset(str(root), KEYS)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        ds.write_dataset(frame.assign(x=0.0), root, KEYS)
+    monkeypatch.undo()
+    pd.testing.assert_frame_equal(ds.read_dataset(str(root), KEYS), before)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no staging left behind
+    only = ds.read_dataset(str(root), KEYS, {"store=2/product=1"})
+    assert only[["store", "product", "x"]].values.tolist() == [[2, 1, 3.0]]
