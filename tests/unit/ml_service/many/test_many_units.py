@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 import zipfile
 
@@ -111,9 +112,20 @@ def test_a_tampered_set_is_refused_before_anything_is_unpickled(tmp_path):
 
 
 def test_an_entry_that_does_not_match_the_index_is_refused(tmp_path):
+    import pandas as pd
+
+    from ml_service.bundle import sha256_file
+
+    # An index rewritten with its metadata, but the archive's entry left as it was.
     directory = _set(tmp_path)
+    index = pd.read_parquet(directory / "index.parquet")
+    index.loc[index["key"] == "store=1/product=1", "sha256"] = hashlib.sha256(b"x").hexdigest()
+    index.to_parquet(directory / "index.parquet", index=False)
+    metadata = json.loads((directory / "metadata.json").read_text())
+    metadata["index_sha256"] = sha256_file(directory / "index.parquet")
+    (directory / "metadata.json").write_text(json.dumps(metadata))
     models = ModelSet(directory)
-    models.rows["store=1/product=1"]["sha256"] = hashlib.sha256(b"other").hexdigest()
+    assert models.load("store=1/product=2") == {"model": 2}
     with pytest.raises(MlopsError, match="does not match the set's index"):
         models.load("store=1/product=1")
 
