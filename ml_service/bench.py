@@ -4,7 +4,9 @@ Both servers serve the same registered version on this machine, each as one
 uvicorn worker, and are driven by the same load generator (asyncio + aiohttp,
 a fixed number of concurrent clients sending a fixed number of requests).
 Reported: requests/s and p50/p99 latency for single-row and 1,000-row
-requests, the ratios against MLflow's server measured in the same run, the
+requests, the ratios against MLflow's server and against a ceiling (a bare
+ASGI app on the same server settings, :mod:`ml_service.bench_ceiling`)
+measured in the same run, rows/s, the
 cost of the scoring log (the same service with the log on vs off), and,
 when a Docker engine is reachable, the image size and the time from
 ``docker run`` to healthy.
@@ -150,6 +152,10 @@ def run_bench(settings: Settings, spec: ModelSpec, registry: Registry, version: 
                 ours, {**ours_env, "MLOPS_SCORING_LOG_DIR": str(Path(tmp) / "scoring-log")},
                 "MLOPS_SERVE_PORT", "/health", "/score", ours_bodies,
             ),
+            "bare ASGI (ceiling)": (
+                [sys.executable, "-m", "ml_service.bench_ceiling"], {**ours_env},
+                "MLOPS_SERVE_PORT", "/health", "/score", ours_bodies,
+            ),
             "mlflow models serve": (
                 [sys.executable, "-m", "mlflow", "models", "serve", "-m",
                  str(mlflow_model), "--env-manager", "local",
@@ -197,16 +203,25 @@ def run_bench(settings: Settings, spec: ModelSpec, registry: Registry, version: 
     return report
 
 
+#: Rows per request of each load shape.
+ROWS = {"1 row": 1, "1000 rows": 1000}
+
+
 def _ratios(results: list[LoadResult]) -> dict[str, dict[str, float]]:
     by = {(r.server, r.shape): r for r in results}
     ratios = {}
     for shape in sorted({r.shape for r in results}):
         ours, theirs = by[("scoring service", shape)], by[("mlflow models serve", shape)]
         logged = by[("scoring service + log", shape)]
+        ceiling = by[("bare ASGI (ceiling)", shape)]
         ratios[shape] = {
             "throughput_x": round(ours.rps / theirs.rps, 2),
             "p99_ratio": round(ours.p99_ms / theirs.p99_ms, 2),
             "log_throughput_x": round(logged.rps / ours.rps, 2),
+            "ceiling_share": round(ours.rps / ceiling.rps, 3),
+            "ceiling_p99_ratio": round(ours.p99_ms / ceiling.p99_ms, 2),
+            "rows_per_s": round(ours.rps * ROWS[shape]),
+            "mlflow_rows_per_s": round(theirs.rps * ROWS[shape]),
         }
     return ratios
 
@@ -263,11 +278,15 @@ def render(report: dict[str, Any]) -> str:
             f"| {r['server']} | {r['shape']} | {r['requests']} | {r['concurrency']} | "
             f"{r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} |"
         )
-    lines += ["", "| request | throughput vs MLflow | p99 vs MLflow | throughput with the log on |",
-              "|---|---:|---:|---:|"]
+    lines += ["", "| request | rows/s | throughput vs MLflow | p99 vs MLflow | share of the "
+              "ceiling | p99 vs the ceiling | throughput with the log on |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
     for shape, ratio in report["ratios"].items():
-        lines.append(f"| {shape} | {ratio['throughput_x']}x | {ratio['p99_ratio']}x | "
-                     f"{ratio['log_throughput_x']}x |")
+        lines.append(f"| {shape} | {ratio['rows_per_s']:,} | {ratio['throughput_x']}x | "
+                     f"{ratio['p99_ratio']}x | {ratio['ceiling_share']:.0%} | "
+                     f"{ratio['ceiling_p99_ratio']}x | {ratio['log_throughput_x']}x |")
+    lines += ["", "The ceiling is a bare ASGI app on the same server settings that reads the "
+              "body and answers a fixed document (`ml_service/bench_ceiling.py`)."]
     image = report["image"]
     lines.append("")
     if "skipped" in image:

@@ -177,6 +177,19 @@ def test_the_image_runs_as_non_root_healthy_and_refuses_a_wrong_model_hash(env, 
     with pytest.raises(Exception):  # noqa: B017 - MLflow must not be in the image
         docker_client.containers.run(image.id, ["/opt/venv/bin/python", "-c", "import mlflow"],
                                      remove=True)
+    # Only the virtual environment reached the runtime stage: no wheels, no
+    # installer, no test suites; every module precompiled.
+    leftovers = docker_client.containers.run(image.id, ["/opt/venv/bin/python", "-c", """
+import importlib.util, pathlib, sys
+site = pathlib.Path(sys.prefix, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}",
+                    "site-packages")
+found = [m for m in ("pip", "setuptools") if importlib.util.find_spec(m)]
+found += [str(p) for p in site.rglob("tests") if p.is_dir()][:3]
+found += [str(p) for p in pathlib.Path("/tmp").iterdir()]
+found += [] if any(site.rglob("sklearn/__pycache__/*.pyc")) else ["no .pyc"]
+print(found)
+"""], remove=True).decode().strip()
+    assert leftovers == "[]"
 
     # healthy on its own HEALTHCHECK, as uid 10001
     port = free_port()
