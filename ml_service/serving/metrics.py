@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ml_service.bundle import BundleMetadata
@@ -32,11 +35,9 @@ class ServiceMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
         self.rows = Counter("scoring_rows", "Rows scored.", registry=self.registry)
-        self.predictions = Histogram(
-            "scoring_prediction", "Distribution of predicted values.", registry=self.registry,
-            # Ten equal buckets over the spec's prediction range.
-            buckets=tuple(float(b) for b in np.linspace(low, high, 11)),
-        )
+        # Ten equal buckets over the spec's prediction range.
+        self.predictions = PredictionHistogram(np.linspace(low, high, 11))
+        self.registry.register(self.predictions)
         info = Gauge(
             "scoring_model_info", "The model being served (value is always 1).",
             ["name", "version", "git_commit"], registry=self.registry,
@@ -76,6 +77,46 @@ class ServiceMetrics:
                   registry=self.registry).set_function(lambda: shipper.files_shipped)
             Gauge("scoring_log_ship_failures", "Uploads that failed (the file is kept and "
                   "retried).", registry=self.registry).set_function(lambda: shipper.failures)
+
+
+def _le(edge: float) -> str:
+    """A bucket edge as prometheus_client writes it (``floatToGoString``)."""
+    from prometheus_client.utils import floatToGoString
+
+    return str(floatToGoString(edge))  # type: ignore[no-untyped-call]
+
+
+class PredictionHistogram:
+    """The distribution of predicted values, as a Prometheus histogram.
+
+    A request's predictions are counted into the buckets at once with numpy
+    (``observe_many``), instead of one ``Histogram.observe`` call per value,
+    which cost more than the model for a 1,000-row request. Exported at
+    scrape time as ``scoring_prediction_bucket``/``_sum``/``_count``.
+    """
+
+    def __init__(self, edges: np.ndarray):
+        self.edges = np.asarray(edges, dtype=float)
+        self.counts = np.zeros(len(self.edges) + 1, dtype=np.int64)  # the last: above all
+        self.total = 0.0
+        self._lock = threading.Lock()
+
+    def observe_many(self, values: np.ndarray) -> None:
+        """Count ``values`` (a bucket holds the values up to its edge, Prometheus' ``le``)."""
+        counts = np.bincount(np.searchsorted(self.edges, values, side="left"),
+                             minlength=len(self.counts))
+        with self._lock:
+            self.counts += counts
+            self.total += float(np.sum(values))
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        with self._lock:
+            cumulative, total = np.cumsum(self.counts), self.total
+        buckets = [(_le(float(edge)), float(count))
+                   for edge, count in zip(self.edges, cumulative[:-1])]
+        buckets.append(("+Inf", float(cumulative[-1])))
+        yield HistogramMetricFamily("scoring_prediction", "Distribution of predicted values.",
+                                    buckets=buckets, sum_value=total)
 
 
 class MetricsMiddleware:

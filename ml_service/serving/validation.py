@@ -3,12 +3,21 @@
 A request's rows are checked with the same names and physical ranges as the
 training data, so the service never passes the model a value the contract
 rejects. Every problem is reported with its row and feature.
+
+Two paths give the same answers. The fast one decodes the body with msgspec
+straight into lists of floats (C code, no per-value Python) and checks the
+matrix with numpy; it covers the common request, rows as lists of numbers.
+Anything it does not accept (records, a wrong type or width, a value out of
+range, a body that is not JSON) goes to the precise path, which parses with
+the standard library and finds the first offending row and feature: the
+error message is computed only when there is an error.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from ml_service.contract import DataContract
@@ -37,6 +46,16 @@ class RequestError(ValueError):
         return {"detail": str(self), "row": self.row, "feature": self.feature}
 
 
+class FastRows(msgspec.Struct):
+    """The common /score body: rows as lists of numbers, and a set's partition."""
+
+    data: list[list[float]]
+    partition: dict[str, str | int | float] | None = None
+
+
+_FAST = msgspec.json.Decoder(FastRows)
+
+
 class RowValidator:
     """Turns the ``data`` of a /score request into a float matrix, or raises RequestError.
 
@@ -55,6 +74,22 @@ class RowValidator:
             for j, f in enumerate(contract.features)
             if f.allowed_values is not None
         }
+
+    def fast(self, body: bytes) -> tuple[np.ndarray, dict[str, Any] | None] | None:
+        """The matrix and partition of a valid body of list rows; None for the precise path."""
+        try:
+            parsed = _FAST.decode(body)
+        except msgspec.MsgspecError:
+            return None
+        if not parsed.data or len(parsed.data) > self.max_rows:
+            return None
+        try:
+            matrix = np.array(parsed.data, dtype=np.float64)
+        except ValueError:  # rows of different lengths
+            return None
+        if matrix.shape != (len(parsed.data), self.width) or self._bad(matrix).any():
+            return None
+        return matrix, parsed.partition
 
     def __call__(self, data: Any) -> np.ndarray:
         """Validate ``data`` and return an (n_rows, n_features) float64 array."""
@@ -117,11 +152,18 @@ class RowValidator:
                         f"row {i}, feature '{self.names[j]}': number too large", i, self.names[j]
                     ) from None
 
-    def _check_values(self, matrix: np.ndarray) -> None:
-        finite = np.isfinite(matrix)
-        bad = ~finite | (matrix < self.minimum) | (matrix > self.maximum)
+    def _bad(self, matrix: np.ndarray) -> np.ndarray:
+        """True where a value is not finite, outside its range or not an allowed value."""
+        with np.errstate(invalid="ignore"):
+            bad: np.ndarray = (~np.isfinite(matrix) | (matrix < self.minimum)
+                               | (matrix > self.maximum))
         for j, allowed in self.allowed.items():
             bad[:, j] |= ~np.isin(matrix[:, j], allowed)
+        return bad
+
+    def _check_values(self, matrix: np.ndarray) -> None:
+        finite = np.isfinite(matrix)
+        bad = self._bad(matrix)
         if not bad.any():
             return
         i, j = (int(k) for k in np.argwhere(bad)[0])
