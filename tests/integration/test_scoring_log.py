@@ -143,3 +143,8 @@ def test_a_sets_lines_name_the_partition_and_the_model_that_scored_it(tmp_path):
     assert logged[["store", "region", "source_version", "model_version"]].values.tolist() == [
         [7, 'north "x"', 2, 4]] * 2
     assert list(logged["price"]) == [1.5, 2.5] and list(logged["prediction"]) == [3.0, 4.0]
+
+
+def test_a_feature_named_like_a_log_column_is_refused_at_start(tmp_path):
+    with pytest.raises(ValueError, match=r"cannot name a column \['prediction'\] twice"):
+        ScoringLog(tmp_path, ["price", "prediction"], "m", 1)
