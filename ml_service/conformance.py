@@ -169,8 +169,11 @@ def _check_output(spec: ModelSpec) -> None:
 
 def _check_columns(spec: ModelSpec) -> None:
     columns = set(spec.contract.columns)
-    unknown = sorted(set(spec.slice_columns) - columns)
-    _require(not unknown, f"slice_columns {unknown} are not columns of the contract")
+    unknown = sorted({s.column for s in spec.slices} - columns)
+    _require(not unknown, f"slices {unknown} are not columns of the contract")
+    for cut in spec.slices:
+        _require(list(cut.bins) == sorted(set(cut.bins)),
+                 f"slice {cut.column}: bins {list(cut.bins)} must increase strictly")
     # Partition keys choose a model; they are columns of the dataset, not inputs.
     keys = list(spec.partition_keys)
     _require(len(set(keys)) == len(keys), f"partition_keys {keys} repeat a column")

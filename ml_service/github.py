@@ -51,12 +51,33 @@ def summary_markdown(result: dict[str, Any]) -> str:
     for metric, value in result.get("candidate", {}).items():
         theirs = f"{champion[metric]:.4f}" if champion else "—"
         lines.append(f"| {metric} | {value:.4f} | {theirs} |")
+    lines += comparison_markdown(result, label)
     lines += ["", f"Dataset digest `{result.get('dataset_digest', '')[:16]}`"]
     if result.get("cached_steps"):
         lines.append(f" · reused from cache: {', '.join(result['cached_steps'])}")
     if result.get("run_id"):
         lines.append(f" · MLflow run `{result['run_id']}`")
     return "\n".join(lines) + "\n"
+
+
+def comparison_markdown(result: dict[str, Any], label: str = "champion") -> list[str]:
+    """The improvement's interval and the slice table of a ``--json-out`` result."""
+    from ml_service.training.comparison import Improvement
+
+    lines: list[str] = []
+    metric = result.get("primary_metric", "")
+    if result.get("improvement"):
+        shown = Improvement.from_json(result["improvement"]).describe()
+        lines += ["", f"**{metric} improvement over the {label}:** {shown}"]
+    if result.get("slices"):
+        lines += ["", f"| {metric} by slice | rows | candidate | {label} | change |",
+                  "|---|---:|---:|---:|---:|"]
+        for row in result["slices"]:
+            theirs = "—" if row["champion"] is None else f"{row['champion']:.4f}"
+            change = "—" if row["change"] is None else f"{row['change']:+.2%}"
+            lines.append(f"| {row['slice']}={row['group']} | {row['rows']} | "
+                         f"{row['candidate']:.4f} | {theirs} | {change} |")
+    return lines
 
 
 def notice(text: str) -> str:

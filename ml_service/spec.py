@@ -60,6 +60,38 @@ class Metric:
 
 
 @dataclass(frozen=True)
+class Slice:
+    """A way to cut the holdout into groups, each scored apart (metrics by slice).
+
+    Attributes:
+        column: A contract column.
+        bins: Interior edges for a numeric column, e.g. ``(40, 60)`` gives the
+            groups ``<40``, ``40-60`` and ``>=60``; empty to group by value.
+    """
+
+    column: str
+    bins: tuple[float, ...] = ()
+
+    @property
+    def name(self) -> str:
+        """The slice's name in reports: its column."""
+        return self.column
+
+    def groups(self, frame: pd.DataFrame) -> pd.Series:
+        """Each row's group label."""
+        import pandas as pd
+
+        values = frame[self.column]
+        if not self.bins:
+            return values.map(lambda v: f"{v:g}" if isinstance(v, float) else str(v))
+        edges = [f"{b:g}" for b in self.bins]
+        labels = [f"<{edges[0]}"] + [f"{a}-{b}" for a, b in zip(edges, edges[1:])]
+        labels.append(f">={edges[-1]}")
+        index = np.digitize(values.to_numpy(dtype=float), np.asarray(self.bins, dtype=float))
+        return pd.Series(np.asarray(labels, dtype=object)[index], index=frame.index)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """Everything ``ml_service`` needs to train, gate, serve and watch one model.
 
@@ -81,7 +113,9 @@ class ModelSpec:
         reference_data: Returns the dataset to write to ``data_path``
             (``mlops data``); None if the team brings its own file.
         description: One line on what the model predicts, for people.
-        slice_columns: Columns whose groups the evaluation reports apart.
+        slices: Groups of the holdout (by a column's value or bands) that the
+            evaluation scores apart; the gate can refuse a candidate worse
+            than the champion on one of them.
         limitations: Known limits, for the model card.
         partition_keys: For many-models specs: the columns naming a partition.
         package: The model's import package; set by :func:`load_spec` from the
@@ -100,7 +134,7 @@ class ModelSpec:
     plots: PlotFunction | None = None
     reference_data: Callable[[], pd.DataFrame] | None = None
     description: str = ""
-    slice_columns: tuple[str, ...] = ()
+    slices: tuple[Slice, ...] = ()
     limitations: tuple[str, ...] = ()
     partition_keys: tuple[str, ...] = ()
     package: str = ""

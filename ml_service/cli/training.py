@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+from rich.table import Table
 
 from ml_service.cli.common import (
     ConfigOption,
@@ -149,6 +150,16 @@ def _summary(result: PipelineResult, would: bool = False) -> None:
     label = f"champion v{result.champion_version}" if result.champion_version else "champion"
     out.print(metrics_table("holdout metrics",
                             {"candidate": result.candidate, label: result.champion}))
+    if result.slices:
+        table = Table(title=f"{result.primary_metric} by slice", title_justify="left")
+        for column in ("slice", "rows", "candidate", label, "change"):
+            table.add_column(column, justify="left" if column == "slice" else "right")
+        for row in result.slices:
+            table.add_row(f"{row['slice']}={row['group']}", str(row["rows"]),
+                          f"{row['candidate']:.4f}",
+                          "—" if row["champion"] is None else f"{row['champion']:.4f}",
+                          "—" if row["change"] is None else f"{row['change']:+.2%}")
+        out.print(table)
     if result.cached_steps:
         out.print(f"[dim]reused from cache: {', '.join(result.cached_steps)}[/]")
     if would:

@@ -22,6 +22,32 @@ class SplitConfig(BaseModel):
     holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
 
 
+class ImprovementRule(BaseModel):
+    """The paired bootstrap of the primary metric's improvement over the champion."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    confidence: float = Field(default=0.95, ge=0.5, lt=1, description="Interval's level.")
+    resamples: int = Field(default=1000, ge=100, le=100_000, description="Bootstrap resamples.")
+    seed: int = Field(default=0, ge=0, description="Resampling seed: same data, same decision.")
+    min_lower_bound: float | None = Field(
+        default=None, ge=-1,
+        description="Register only if the interval's lower bound is above this relative "
+                    "improvement (0.0: better beyond noise); null reports the interval only.")
+
+
+class SliceRule(BaseModel):
+    """When a candidate worse than the champion on one slice of the holdout is refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tolerance: float | None = Field(
+        default=None, ge=0,
+        description="Largest relative loss against the champion allowed on any slice "
+                    "group; null reports slices only.")
+    min_rows: int = Field(default=10, ge=1, description="Smaller groups are reported, not judged.")
+
+
 class GateConfig(BaseModel):
     """When a candidate may be registered."""
 
@@ -30,6 +56,8 @@ class GateConfig(BaseModel):
     primary_metric: str = Field(description="A metric of the model's spec.")
     margin: float = Field(default=0.01, ge=0, description="Relative improvement required.")
     floor: dict[str, float] = Field(default_factory=dict)
+    improvement: ImprovementRule = Field(default_factory=ImprovementRule)
+    slices: SliceRule = Field(default_factory=SliceRule)
 
 
 class MonitoringConfig(BaseModel):

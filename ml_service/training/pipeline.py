@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from ml_service.contract import DataContract
@@ -21,6 +22,12 @@ from ml_service.settings import Settings
 from ml_service.spec import ModelSpec
 from ml_service.training import data as ds
 from ml_service.training import validation
+from ml_service.training.comparison import (
+    Improvement,
+    SliceResult,
+    paired_improvement,
+    slice_results,
+)
 from ml_service.training.config import PipelineConfig
 from ml_service.training.gate import GateDecision, decide
 from ml_service.training.provenance import code_version, fingerprint
@@ -60,6 +67,10 @@ class PipelineResult:
     cached_steps: list[str] = field(default_factory=list)
     validation: str = ""
     primary_metric: str = ""
+    #: Paired bootstrap of the primary metric's improvement (None without a champion).
+    improvement: dict[str, Any] | None = None
+    #: The primary metric per slice group, for candidate and champion.
+    slices: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         """The documented machine-readable summary (plus a few extra keys)."""
@@ -134,9 +145,18 @@ def build_candidate(path: Path, spec: ModelSpec, config: PipelineConfig, setting
     )
 
 
+@dataclass
+class Champion:
+    """The current champion, scored on the candidate's holdout."""
+
+    version: int
+    metrics: dict[str, float]
+    predictions: np.ndarray
+
+
 def score_champion(registry: Registry, spec: ModelSpec,
-                   holdout: pd.DataFrame) -> tuple[int | None, dict[str, float] | None]:
-    """Return (version, metrics) of the champion re-scored on ``holdout``, or (None, None).
+                   holdout: pd.DataFrame) -> Champion | None:
+    """The champion re-scored on ``holdout``, or None if there is no champion.
 
     Raises:
         MlopsError: If the champion exists but cannot be scored on this holdout
@@ -144,7 +164,7 @@ def score_champion(registry: Registry, spec: ModelSpec,
     """
     version = registry.alias_version("champion")
     if version is None:
-        return None, None
+        return None
     contract = spec.contract
     try:
         model = registry.load_model(version)
@@ -154,7 +174,8 @@ def score_champion(registry: Registry, spec: ModelSpec,
             f"champion version {version} cannot be scored on the current holdout ({exc}); "
             "if the data contract changed on purpose, register with --force"
         ) from exc
-    return version, spec.score(holdout[contract.target.name].to_numpy(), predictions)
+    return Champion(version, spec.score(holdout[contract.target.name].to_numpy(), predictions),
+                    predictions)
 
 
 def run_pipeline(
@@ -196,12 +217,32 @@ def run_pipeline(
     return result
 
 
+def compare(spec: ModelSpec, config: PipelineConfig, candidate: Candidate,
+            champion: Champion | None) -> tuple[Improvement | None, list[SliceResult]]:
+    """The bootstrap interval against the champion, and the primary metric by slice."""
+    contract = spec.contract
+    holdout = candidate.holdout
+    y_true = holdout[contract.target.name].to_numpy()
+    mine = spec.predict(candidate.model, holdout[contract.feature_names])
+    metric = spec.metric(config.gate.primary_metric)
+    theirs = champion.predictions if champion is not None else None
+    slices = slice_results(holdout, y_true, mine, theirs, spec.slices, metric)
+    if theirs is None:
+        return None, slices
+    rule = config.gate.improvement
+    return paired_improvement(y_true, mine, theirs, metric, rule.confidence, rule.resamples,
+                              rule.seed), slices
+
+
 def _gate(registry: Registry, spec: ModelSpec, config: PipelineConfig, candidate: Candidate,
           force: bool, runner: StepRunner) -> PipelineResult:
-    champion_version, champion_metrics = score_champion(registry, spec, candidate.holdout)
+    champion = score_champion(registry, spec, candidate.holdout)
+    champion_version = champion.version if champion else None
+    champion_metrics = champion.metrics if champion else None
     higher = {m.name for m in spec.metrics if m.greater_is_better}
+    improvement, slices = compare(spec, config, candidate, champion)
     decision = decide(candidate.metrics, champion_metrics, config.gate, higher, force,
-                      champion_version)
+                      champion_version, improvement, slices)
     key = fingerprint(candidate.digest, config, candidate.code_version)
     duplicate = registry.find_tagged("fingerprint", key)
     if duplicate is not None:
@@ -226,4 +267,6 @@ def _gate(registry: Registry, spec: ModelSpec, config: PipelineConfig, candidate
         validation=candidate.report.summary(),
         fingerprint=key,
         primary_metric=config.gate.primary_metric,
+        improvement=improvement.as_json() if improvement is not None else None,
+        slices=[asdict(s) for s in slices],
     )

@@ -40,6 +40,9 @@ def log_and_register(registry: Registry, config: PipelineConfig, candidate: Cand
             "gate.primary_metric": config.gate.primary_metric,
             "gate.margin": config.gate.margin,
             **{f"gate.floor.{k}": v for k, v in config.gate.floor.items()},
+            **{f"gate.improvement.{k}": v
+               for k, v in config.gate.improvement.model_dump().items()},
+            **{f"gate.slices.{k}": v for k, v in config.gate.slices.model_dump().items()},
         }
     )
     with mlflow.start_run(experiment_id=registry.experiment_id()) as run:
@@ -61,6 +64,7 @@ def log_and_register(registry: Registry, config: PipelineConfig, candidate: Cand
         mlflow.log_metrics(candidate.metrics)
         if result.champion:
             mlflow.log_metrics({f"champion_{k}": v for k, v in result.champion.items()})
+        mlflow.log_metrics(comparison_metrics(result))
         mlflow.log_metric("train_rows", candidate.train_rows)
         mlflow.log_metric("holdout_rows", len(candidate.holdout))
         with warnings.catch_warnings():
@@ -104,10 +108,38 @@ def log_and_register(registry: Registry, config: PipelineConfig, candidate: Cand
             "gate.decision": result.reason[:5000],
             "forced": str(result.forced).lower(),
             **{f"metric.{k}": f"{v:.6g}" for k, v in candidate.metrics.items()},
+            **({"gate.improvement": json.dumps(result.improvement)} if result.improvement else {}),
         }
         version = registry.register(info.model_uri, run.info.run_id, tags, info.model_id)
         mlflow.set_tag("registered_version", str(version))
         return run.info.run_id, version
+
+
+def comparison_metrics(result: PipelineResult) -> dict[str, float]:
+    """The interval and the slice figures as MLflow metrics (finite values only).
+
+    ``improvement``, ``improvement_low`` and ``improvement_high`` (relative,
+    positive is better) and ``slice.<column>.<group>.<metric>`` for the
+    candidate (``champion_slice....`` for the champion).
+    """
+    import math
+    import re
+
+    metrics: dict[str, float] = {}
+    if result.improvement:
+        for key, name in (("point", "improvement"), ("low", "improvement_low"),
+                          ("high", "improvement_high")):
+            value = result.improvement.get(key)
+            if value is not None and math.isfinite(value):
+                metrics[name] = float(value)
+    for row in result.slices:
+        # MLflow metric names allow letters, digits and _-./ and spaces only.
+        label = str(row["group"]).replace(">=", "ge").replace("<", "lt")
+        group = re.sub(r"[^\w\-. /]", "_", f"{row['slice']}.{label}")
+        metrics[f"slice.{group}.{result.primary_metric}"] = row["candidate"]
+        if row["champion"] is not None:
+            metrics[f"champion_slice.{group}.{result.primary_metric}"] = row["champion"]
+    return metrics
 
 
 @contextmanager

@@ -13,7 +13,7 @@ from diabetes_regression.data import reference_frame
 from diabetes_regression.evaluate import METRICS, diagnostic_plots
 from diabetes_regression.schema import CONTRACT
 from diabetes_regression.train import build_model
-from ml_service.spec import ModelSpec, as_rows
+from ml_service.spec import ModelSpec, Slice, as_rows
 
 SPEC = ModelSpec(
     name="diabetes-ridge",
@@ -36,7 +36,9 @@ SPEC = ModelSpec(
     data_path=Path("data/diabetes.csv"),
     plots=diagnostic_plots,
     reference_data=reference_frame,
-    slice_columns=("sex",),
+    # The holdout is also scored by sex and by age band (a model card shows
+    # these; the gate can refuse a candidate worse on one of them).
+    slices=(Slice("sex"), Slice("age", bins=(40.0, 60.0))),
     limitations=(
         "Trained on 442 patients from one 2004 study; not validated on other populations.",
         "A linear model: interactions between measurements are not captured.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,34 @@ def test_a_config_better_by_the_margin_is_registered_and_takes_champion(cli, wor
     assert "better than the champion v1" in summary["reason"]
     assert summary["candidate"]["rmse"] < summary["champion"]["rmse"] * 0.99
     assert champion() == 2
+    # Better beyond noise: the whole paired-bootstrap interval is an improvement.
+    improvement = summary["improvement"]
+    assert 0 < improvement["low"] < improvement["point"] < improvement["high"]
+    assert f"{improvement['low']:+.2%}" in summary["reason"] and "95% CI" in summary["reason"]
+    client, name = registry()
+    assert json.loads(client.get_model_version(name, "2").tags["gate.improvement"]) == improvement
+    run = client.get_run(summary["run_id"])
+    assert run.data.metrics["improvement_low"] == pytest.approx(improvement["low"])
+    groups = {(s["slice"], s["group"]) for s in summary["slices"]}
+    assert groups == {("sex", "1"), ("sex", "2"), ("age", "<40"), ("age", "40-60"),
+                      ("age", ">=60")}
+    sex1 = next(s for s in summary["slices"] if s["group"] == "1")
+    assert run.data.metrics["slice.sex.1.rmse"] == pytest.approx(sex1["candidate"])
+    assert run.data.metrics["champion_slice.sex.1.rmse"] == pytest.approx(sex1["champion"])
+
+
+def test_a_candidate_better_only_by_noise_is_not_registered(cli, workdir):
+    # alpha=300 as champion, then alpha=1: about 2% lower RMSE on the 80-row
+    # holdout, past the 1% margin, but the interval spans zero.
+    cli.run("--config", str(write_config(workdir, "champion.yaml", alpha=300.0)))
+    result, summary = cli.run()
+    assert result.exit_code == 0, result.output
+    improvement = summary["improvement"]
+    assert improvement["point"] > 0.01 and improvement["low"] < 0 < improvement["high"]
+    assert summary["registered"] is False and versions() == [1]
+    assert summary["reason"].startswith("not better than the champion v1 beyond noise")
+    assert "is not above +0.00%" in summary["reason"]
+    assert "95% CI" in result.stdout and "rmse by slice" in result.stdout
 
 
 def test_force_registers_a_rejected_candidate_and_tags_it(cli, workdir):
@@ -194,3 +223,23 @@ def test_an_unreadable_csv_is_a_data_error(cli, workdir):
     result = cli("validate", "--data", str(workdir / "binary.csv"))
     assert result.exit_code == 3
     assert "not a readable CSV" in result.stderr
+
+
+def test_a_candidate_worse_on_one_slice_is_refused_when_a_tolerance_is_set(cli, workdir):
+    import yaml
+
+    def config(name: str, alpha: float) -> str:
+        path = write_config(workdir, name, alpha=alpha)
+        raw = yaml.safe_load(path.read_text())
+        raw["gate"].update(margin=0.0, improvement={"min_lower_bound": None},
+                           slices={"tolerance": 0.005, "min_rows": 20})
+        path.write_text(yaml.safe_dump(raw))
+        return str(path)
+
+    cli.run("--config", config("champion.yaml", 0.1))
+    # alpha=1 is as good overall (+0.02%) but 0.6% worse for the 42 rows of sex=1.
+    result, summary = cli.run("--config", config("candidate.yaml", 1.0))
+    assert result.exit_code == 0, result.output
+    assert summary["registered"] is False and versions() == [1]
+    assert "worse than the champion v1 on a slice beyond the tolerance 0.50%" in summary["reason"]
+    assert "sex=1 (42 rows)" in summary["reason"]

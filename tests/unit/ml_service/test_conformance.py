@@ -12,7 +12,7 @@ from diabetes_regression.schema import CONTRACT
 from diabetes_regression.spec import SPEC
 from ml_service.conformance import SpecError, check_spec
 from ml_service.contract import Feature
-from ml_service.spec import Metric
+from ml_service.spec import Metric, Slice
 
 
 def problems(spec) -> list[str]:
@@ -67,11 +67,11 @@ def test_a_contract_with_an_inverted_range_and_a_duplicate_name_reports_the_firs
 
 
 def test_unknown_slice_columns_and_a_bad_prediction_range_are_caught():
-    found = problems(replace(SPEC, slice_columns=("gender",), prediction_range=(5.0, 5.0)))
+    found = problems(replace(SPEC, slices=(Slice("gender"),), prediction_range=(5.0, 5.0)))
     assert found == [
         "output and prediction range: prediction_range (5.0, 5.0) must be finite with "
         "low < high",
-        "slice and partition columns: slice_columns ['gender'] are not columns of the contract",
+        "slice and partition columns: slices ['gender'] are not columns of the contract",
     ]
 
 

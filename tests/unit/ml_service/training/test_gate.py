@@ -1,6 +1,7 @@
 import pytest
 
-from ml_service.training.config import GateConfig
+from ml_service.training.comparison import Improvement, SliceResult
+from ml_service.training.config import GateConfig, ImprovementRule, SliceRule
 from ml_service.training.gate import decide, floor_violations, relative_improvement
 
 HIGHER = {"r2"}
@@ -71,3 +72,59 @@ def test_relative_improvement_handles_a_zero_champion():
 @pytest.mark.parametrize("value,ok", [(65.0, True), (65.01, False)])
 def test_floor_bounds_are_inclusive(value, ok):
     assert (floor_violations({"rmse": value}, {"rmse": 65.0}, HIGHER) == []) is ok
+
+
+def interval(point: float, low: float, high: float) -> Improvement:
+    return Improvement("rmse", point, low, high, confidence=0.95, resamples=1000, seed=0, rows=80)
+
+
+STRICT = RULES.model_copy(update={"improvement": ImprovementRule(min_lower_bound=0.0)})
+
+
+def test_a_candidate_better_only_by_noise_is_refused_with_its_interval():
+    decision = decide(metrics(49.0), metrics(50.0), STRICT, HIGHER, champion_version=2,
+                      improvement=interval(0.02, -0.013, 0.055))
+    assert not decision.register
+    assert decision.reason.startswith("not better than the champion v2 beyond noise")
+    assert "95% CI -1.30% to +5.50%" in decision.reason
+    assert "lower bound -1.30% is not above +0.00%" in decision.reason
+
+
+def test_a_candidate_better_beyond_noise_is_registered_and_the_reason_shows_the_interval():
+    decision = decide(metrics(45.0), metrics(50.0), STRICT, HIGHER, champion_version=2,
+                      improvement=interval(0.10, 0.008, 0.19))
+    assert decision.register
+    assert "better than the champion v2" in decision.reason and "CI +0.80% to +19.00%" in \
+        decision.reason
+
+
+def test_without_the_rule_the_interval_is_reported_but_the_margin_decides():
+    decision = decide(metrics(49.0), metrics(50.0), RULES, HIGHER,
+                      improvement=interval(0.02, -0.013, 0.055))
+    assert decision.register and "CI -1.30% to +5.50%" in decision.reason
+
+
+def test_the_rule_refuses_when_no_interval_could_be_computed():
+    unknown = interval(0.02, float("nan"), float("nan"))
+    decision = decide(metrics(49.0), metrics(50.0), STRICT, HIGHER, improvement=unknown)
+    assert not decision.register and "none could be computed" in decision.reason
+    assert not decide(metrics(49.0), metrics(50.0), STRICT, HIGHER).register
+
+
+def slice_row(group: str, rows: int, change: float) -> SliceResult:
+    return SliceResult("sex", group, rows, 50.0 * (1 - change), 50.0, change)
+
+
+def test_a_slice_worse_than_the_tolerance_vetoes_an_overall_better_candidate():
+    rules = RULES.model_copy(update={"slices": SliceRule(tolerance=0.05, min_rows=20)})
+    slices = [slice_row("1", 42, 0.12), slice_row("2", 38, -0.08), slice_row("3", 5, -0.5)]
+    decision = decide(metrics(45.0), metrics(50.0), rules, HIGHER, slices=slices)
+    assert not decision.register
+    assert "worse than the champion on a slice beyond the tolerance 5.00%" in decision.reason
+    assert "sex=2 (38 rows)" in decision.reason and "-8.00%" in decision.reason
+    assert "sex=3" not in decision.reason  # too few rows to judge
+
+    within = [slice_row("1", 42, 0.12), slice_row("2", 38, -0.04)]
+    assert decide(metrics(45.0), metrics(50.0), rules, HIGHER, slices=within).register
+    # Without a tolerance, slices are reported, not judged.
+    assert decide(metrics(45.0), metrics(50.0), RULES, HIGHER, slices=slices).register
