@@ -38,6 +38,8 @@ def test_summary_writes_the_job_summary_and_step_outputs(isolated, tmp_path):
     text = summary.read_text()
     assert "<!-- mlops-pipeline-summary -->" in text
     assert "registered** as version 1" in text and "| rmse |" in text
+    assert "| rmse by slice | rows | candidate | champion | change |" in text
+    assert "| sex=1 | 42 |" in text and "| age=>=60 | 21 |" in text
     assert outputs.read_text() == "registered=true\nversion=1\n"
     assert (tmp_path / "reports" / "pipeline.md").read_text() == text
 
