@@ -134,6 +134,10 @@ image: install ## Build the scoring image for the champion (or VERSION=n); needs
 release: install ## Build if needed, run as QA container, smoke-test, set alias qa
 	$(BIN)/mlops release $(version_arg)
 
+.PHONY: card
+card: install ## Print the model card of the QA version (or VERSION=n); SUMMARY_OUT appends it there
+	@$(BIN)/mlops card $(version_arg) $(if $(SUMMARY_OUT),--markdown "$(SUMMARY_OUT)")
+
 .PHONY: push
 push: install ## Push the QA image (or VERSION=n) to MLOPS_IMAGE_REGISTRY, e.g. ghcr.io/owner
 	$(BIN)/mlops push $(version_arg)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from ml_service.cli.common import (
     VersionOption,
+    append,
     chosen_version,
     connected,
     guarded,
@@ -82,6 +83,37 @@ def release(
         f"[green]QA passed[/]: version {chosen} serves at {deployment.url} "
         f"({deployment.container}, image {image[:60]}); alias 'qa' set"
     )
+
+
+@app.command()
+@guarded
+def card(
+    version: VersionOption = None,
+    markdown: Annotated[Optional[Path], typer.Option(
+        help="Also append the card here ($GITHUB_STEP_SUMMARY).")] = None,
+    json_out: Annotated[Optional[Path], typer.Option(help="Write the card's JSON here.")] = None,
+) -> None:
+    """Print the model card of a version (default: the one with alias 'qa', else champion)."""
+    import tempfile
+
+    from ml_service import model_card
+    from ml_service.errors import MlopsError
+    from ml_service.registry.export import export_card
+
+    _, _, registry = connected()
+    chosen = version or registry.alias_version("qa") or chosen_version(registry, None)
+    info = registry.get_version(chosen)
+    what = f"{registry.name} version {chosen}"
+    with tempfile.TemporaryDirectory() as tmp:
+        if not export_card(info.run_id, info.tags.get("model_card.sha256"), Path(tmp), what):
+            raise MlopsError(f"{what} has no model card: it was registered before cards "
+                             "existed; register a new version to get one")
+        text = (Path(tmp) / model_card.MARKDOWN_FILE).read_text()
+        if json_out is not None:
+            json_out.parent.mkdir(parents=True, exist_ok=True)
+            json_out.write_bytes((Path(tmp) / model_card.JSON_FILE).read_bytes())
+    append(markdown, text)
+    out.print(text, markup=False, highlight=False)
 
 
 @app.command()

@@ -74,8 +74,50 @@ def export_bundle(registry: Registry, version: int, directory: Path,
         example=[list(row) for row in spec.example],
     )
     metadata.write(directory)
+    try:
+        export_card(info.run_id, tags.get("model_card.sha256"), directory, what)
+    except MlopsError:
+        shutil.rmtree(directory)  # no half bundle: a card that fails its check is no card
+        raise
     logger.info("exported %s v%s to %s", registry.name, version, directory)
     return metadata
+
+
+def export_card(run_id: str | None, expected_sha256: str | None, directory: Path,
+                what: str) -> bool:
+    """Copy the version's model card from its run into the bundle, checked by hash.
+
+    Versions registered before cards existed have none (no tag): the bundle
+    then has no card and ``GET /model-card`` says so.
+
+    Returns:
+        Whether a card was copied.
+
+    Raises:
+        MlopsError: If the tag names a card the run does not hold unchanged.
+    """
+    import mlflow.artifacts
+
+    from ml_service import model_card
+
+    if not expected_sha256 or not run_id:
+        logger.warning("%s has no model card (registered before cards existed)", what)
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=model_card.ARTIFACT_DIR, dst_path=tmp))
+        except Exception as exc:  # noqa: BLE001 - missing artifact, store error
+            raise MlopsError(f"{what}: its model card cannot be read from run {run_id} "
+                             f"({type(exc).__name__}: {exc})") from None
+        found = sha256_file(local / model_card.JSON_FILE) \
+            if (local / model_card.JSON_FILE).is_file() else "missing"
+        if found != expected_sha256:
+            raise MlopsError(f"{what}: the model card in run {run_id} does not match the hash "
+                             f"recorded at registration ({found[:12]} != {expected_sha256[:12]})")
+        for name in (model_card.JSON_FILE, model_card.MARKDOWN_FILE):
+            shutil.copy2(local / name, directory / name)
+    return True
 
 
 def export_set(registry: Registry, version: int, directory: Path,
@@ -152,7 +194,8 @@ def _check_replaceable(directory: Path) -> None:
         raise UsageError(f"{directory} exists and is not a directory: choose another --out")
     if directory.is_dir():
         contents = {p.name for p in directory.iterdir()}
-        if contents and not contents <= {MODEL_FILE, METADATA_FILE, "models.zip", "index.json"}:
+        if contents and not contents <= {MODEL_FILE, METADATA_FILE, "models.zip", "index.json",
+                                         "model_card.json", "model_card.md"}:
             raise UsageError(
                 f"{directory} is not empty and not a model bundle: choose another --out "
                 "(a bundle directory is replaced, anything else is left alone)")

@@ -110,6 +110,24 @@ def load_bundle(directory: Path, expected_sha256: str | None = None,
 _INLINE_BODY_BYTES = 2048
 
 
+def read_card(directory: Path, metadata: BundleMetadata) -> tuple[bytes | None, str]:
+    """The bundle's model card (JSON bytes, Markdown), or (None, "") if it has none.
+
+    Raises:
+        RuntimeError: If the card describes another model or version than the bundle's.
+    """
+    path = directory / "model_card.json"
+    if not path.is_file():
+        return None, ""
+    raw = path.read_bytes()
+    about = json.loads(raw).get("model", {})
+    if (about.get("name"), about.get("version")) != (metadata.name, metadata.version):
+        raise RuntimeError(f"the bundle's model card describes {about.get('name')} version "
+                           f"{about.get('version')}, not {metadata.name} version "
+                           f"{metadata.version}: refusing to serve it")
+    return raw, (directory / "model_card.md").read_text()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app for the bundle in ``settings.bundle_dir``.
 
@@ -278,6 +296,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def model_metadata() -> dict[str, Any]:
         """Name, version, git commit, dataset digest, metrics and features of the model."""
         return asdict(metadata)
+
+    card_json, card_markdown = read_card(settings.bundle_dir, metadata)
+
+    @app.get("/model-card", responses={404: {"description": "The bundle has no model card."}})
+    async def model_card(request: Request, format: str = "json") -> Response:
+        """The model card of the served version: JSON, or Markdown with
+        ``?format=markdown`` or ``Accept: text/markdown``."""
+        if card_json is None:
+            return JSONResponse({"detail": f"{metadata.name} version {metadata.version} has no "
+                                           "model card (registered before cards existed)"},
+                                status_code=404)
+        if format == "markdown" or "text/markdown" in request.headers.get("accept", ""):
+            return Response(card_markdown, media_type="text/markdown; charset=utf-8")
+        return Response(card_json, media_type="application/json")
 
     @app.get("/metrics")
     async def prometheus() -> Response:

@@ -212,7 +212,7 @@ def run_pipeline(
     with registry.lock():
         result = _gate(registry, spec, config, candidate, force, runner)
         runner.on_step("register" if result.gate_passed else "log", False)
-        run_id, version = log_and_register(registry, config, candidate, result, path)
+        run_id, version = log_and_register(registry, spec, config, candidate, result, path)
     result.run_id, result.version, result.registered = run_id, version, version is not None
     return result
 

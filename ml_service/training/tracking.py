@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ml_service.contract import DataContract
+from ml_service.spec import ModelSpec
+from ml_service.training.card import build_card
 from ml_service.training.config import PipelineConfig
 from ml_service.training.provenance import git_commit
 
@@ -22,8 +24,9 @@ if TYPE_CHECKING:
     from ml_service.training.pipeline import Candidate, PipelineResult
 
 
-def log_and_register(registry: Registry, config: PipelineConfig, candidate: Candidate,
-                     result: PipelineResult, path: Path) -> tuple[str, int | None]:
+def log_and_register(registry: Registry, spec: ModelSpec, config: PipelineConfig,
+                     candidate: Candidate, result: PipelineResult,
+                     path: Path) -> tuple[str, int | None]:
     """Log the run (params, metrics, dataset, plots, validation); register if it passed.
 
     Returns:
@@ -112,7 +115,27 @@ def log_and_register(registry: Registry, config: PipelineConfig, candidate: Cand
         }
         version = registry.register(info.model_uri, run.info.run_id, tags, info.model_id)
         mlflow.set_tag("registered_version", str(version))
+        card = build_card(spec, config, candidate, result, registry.name, version,
+                          run.info.run_id, commit, dirty)
+        card_sha = log_card(card)
+        registry.set_version_tag(version, "model_card.sha256", card_sha)
         return run.info.run_id, version
+
+
+def log_card(card: dict[str, Any]) -> str:
+    """Log the card (JSON and Markdown) to the active run; return the JSON's SHA-256."""
+    import hashlib
+
+    import mlflow
+
+    from ml_service import model_card
+
+    text = model_card.dumps(card)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / model_card.JSON_FILE).write_text(text)
+        (Path(tmp) / model_card.MARKDOWN_FILE).write_text(model_card.markdown(card))
+        mlflow.log_artifacts(tmp, artifact_path=model_card.ARTIFACT_DIR)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def comparison_metrics(result: PipelineResult) -> dict[str, float]:

@@ -44,6 +44,16 @@ def test_summary_writes_the_job_summary_and_step_outputs(isolated, tmp_path):
     assert (tmp_path / "reports" / "pipeline.md").read_text() == text
 
 
+def test_card_appends_the_model_card_to_the_job_summary(isolated, tmp_path):
+    assert make("pipeline", env=isolated).returncode == 0
+    summary = tmp_path / "summary.md"
+    result = make("card", f"SUMMARY_OUT={summary}", env=isolated)
+    assert result.returncode == 0, result.stderr
+    text = summary.read_text()
+    assert text.startswith("## Model card: diabetes-ridge version 1")
+    assert "no champion to compare with" in text and text.strip() in result.stdout
+
+
 def test_a_dry_run_summary_says_what_would_happen_and_registers_nothing(isolated, tmp_path):
     result = make("pipeline", "ARGS=--dry-run", env=isolated)
     assert result.returncode == 0, result.stderr
