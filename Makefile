@@ -99,6 +99,8 @@ environments: install ## Export environments/*/requirements.txt (hash-pinned) fr
 		--output-file environments/ci/requirements.txt
 	$(BIN)/uv export --frozen --quiet --only-group scoring --no-emit-project --no-header \
 		--output-file environments/scoring/requirements.txt
+	$(BIN)/uv export --frozen --quiet --only-group sbom --no-emit-project --no-header \
+		--output-file environments/scoring/sbom-requirements.txt
 
 .PHONY: pipeline
 pipeline: install ## Run the training pipeline: validate, train, evaluate, gate, register
@@ -140,7 +142,11 @@ card: install ## Print the model card of the QA version (or VERSION=n); SUMMARY_
 
 .PHONY: push
 push: install ## Push the QA image (or VERSION=n) to MLOPS_IMAGE_REGISTRY, e.g. ghcr.io/owner
-	$(BIN)/mlops push $(version_arg)
+	$(BIN)/mlops push $(version_arg) $(if $(OUTPUTS_OUT),--outputs "$(OUTPUTS_OUT)")
+
+.PHONY: verify-attestation
+verify-attestation: install ## Verify GitHub's provenance + SBOM attestations of the QA image (Actions)
+	$(BIN)/mlops verify-attestation $(version_arg)
 
 .PHONY: remote-engine
 remote-engine: install ## For an ssh:// DOCKER_HOST, install DOCKER_SSH_KEY and DOCKER_SSH_KNOWN_HOSTS

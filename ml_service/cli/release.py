@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ml_service.registry import Registry
     from ml_service.release.ports import DeployTarget
     from ml_service.release.promotion import SmokeFactory
+    from ml_service.release.supply_chain import ImageInspector
     from ml_service.settings import Settings
     from ml_service.spec import ModelSpec
 
@@ -37,6 +38,13 @@ def _target(settings: Settings, client: Any = None) -> DeployTarget:
     if settings.deploy_target == "kubernetes":
         return KubernetesTarget(settings)
     return DockerTarget(settings, client)
+
+
+def _inspector() -> ImageInspector:
+    """Reads the SBOM and model of an image on the Docker engine (DOCKER_HOST), when used."""
+    from ml_service.release.supply_chain import DockerInspector
+
+    return DockerInspector()
 
 
 def _smoke(settings: Settings, spec: ModelSpec, registry: Registry) -> SmokeFactory:
@@ -67,6 +75,7 @@ def release(
     """Build the image (if needed), run it as QA, smoke-test it, set alias 'qa'."""
     from ml_service.release.image import build_image, docker_client, image_exists, push_image
     from ml_service.release.promotion import release_qa
+    from ml_service.release.supply_chain import DockerInspector
 
     settings, spec, registry = connected()
     client = docker_client()
@@ -78,7 +87,8 @@ def release(
     image = image_id
     if settings.deploy_target == "kubernetes":  # a cluster pulls by digest: push first
         image = push_image(settings, registry, chosen, client)
-    deployment = release_qa(registry, target, chosen, image, _smoke(settings, spec, registry))
+    deployment = release_qa(registry, target, chosen, image, _smoke(settings, spec, registry),
+                            DockerInspector(client))
     out.print(
         f"[green]QA passed[/]: version {chosen} serves at {deployment.url} "
         f"({deployment.container}, image {image[:60]}); alias 'qa' set"
@@ -118,14 +128,48 @@ def card(
 
 @app.command()
 @guarded
-def push(version: VersionOption = None) -> None:
-    """Push a version's image to MLOPS_IMAGE_REGISTRY (tags v<version> and the commit)."""
+def push(
+    version: VersionOption = None,
+    outputs: Annotated[Optional[Path], typer.Option(
+        help="Append image=<name> and digest=sha256:... here ($GITHUB_OUTPUT).")] = None,
+) -> None:
+    """Push a version's image to MLOPS_IMAGE_REGISTRY (tags v<version> and the commit).
+
+    Also writes the image's SBOM to reports/sbom.cdx.json (checked against
+    the hash recorded at build), the file the release workflow attests.
+    """
     from ml_service.release.image import push_image
 
     settings, _, registry = connected()
     chosen = chosen_version(registry, version, alias="qa")
     ref = push_image(settings, registry, chosen)
+    name, digest = ref.split("@", 1)
+    append(outputs, f"image={name}\ndigest={digest}\n")
     out.print(f"pushed version {chosen}: {ref}")
+
+
+@app.command("verify-attestation")
+@guarded
+def verify_attestation(version: VersionOption = None) -> None:
+    """Verify GitHub's provenance and SBOM attestations of the QA version's pushed image.
+
+    Needs GITHUB_REPOSITORY (set in Actions) and an authenticated gh (GH_TOKEN).
+    """
+    from ml_service.errors import UsageError
+    from ml_service.release.ports import ReleaseError
+    from ml_service.release.supply_chain import verify_attestations
+
+    repository = os.environ.get("GITHUB_REPOSITORY", "")
+    if "/" not in repository:
+        raise UsageError("set GITHUB_REPOSITORY=owner/name: attestations exist only for images "
+                         "the release workflow pushed on GitHub")
+    _, _, registry = connected()
+    chosen = chosen_version(registry, version, alias="qa")
+    ref = registry.version_tags(chosen).get("image.ref")
+    if not ref:
+        raise ReleaseError(f"version {chosen}'s image was never pushed: nothing to verify")
+    for line in verify_attestations(ref, repository):
+        out.print(line, markup=False)
 
 
 @app.command("remote-engine")
@@ -156,8 +200,8 @@ def promote(version: VersionOption = None) -> None:
     from ml_service.release import promotion
 
     settings, spec, registry = connected()
-    deployment = promotion.promote(registry, _target(settings),
-                                   _smoke(settings, spec, registry), version)
+    deployment = promotion.promote(registry, _target(settings), _smoke(settings, spec, registry),
+                                   version, _inspector())
     out.print(
         f"[green]promoted[/] version {deployment.version} to production at {deployment.url} "
         f"(image {deployment.image_id[:19]}); alias 'production' set"
@@ -171,7 +215,8 @@ def rollback() -> None:
     from ml_service.release import promotion
 
     settings, spec, registry = connected()
-    deployment = promotion.rollback(registry, _target(settings), _smoke(settings, spec, registry))
+    deployment = promotion.rollback(registry, _target(settings), _smoke(settings, spec, registry),
+                                    _inspector())
     out.print(f"[green]rolled back[/]: production serves version {deployment.version} again")
 
 

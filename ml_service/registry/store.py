@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ml_service.errors import MlopsError, TrackingError
@@ -220,6 +221,21 @@ class Registry:
     def set_version_tag(self, version: int, key: str, value: str) -> None:
         """Set tag ``key`` of ``version``."""
         self.client.set_model_version_tag(self.name, str(version), key, value)
+
+    def log_version_file(self, version: int, name: str, data: bytes, directory: str) -> None:
+        """Store ``data`` as ``<directory>/<name>`` among the artifacts of ``version``'s run.
+
+        Raises:
+            MlopsError: If the version has no run to keep it with.
+        """
+        import tempfile
+
+        run_id = self.get_version(version).run_id
+        if not run_id:
+            raise MlopsError(f"{self.name} version {version} has no MLflow run to keep {name}")
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / name).write_bytes(data)
+            self.client.log_artifact(run_id, str(Path(tmp) / name), artifact_path=directory)
 
     def model_tag(self, key: str) -> str | None:
         """Tag ``key`` of the registered model, or None."""

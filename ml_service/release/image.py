@@ -7,6 +7,7 @@ image that passed QA on any engine.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ml_service.registry.export import export_bundle
 from ml_service.errors import MlopsError, UsageError
 from ml_service.release.ports import ReleaseError
+from ml_service.release.supply_chain import DockerInspector, sha256
 from ml_service.settings import Settings
 from ml_service.spec import ModelSpec
 
@@ -31,6 +33,8 @@ logger = logging.getLogger(__name__)
 PROJECT = Path(__file__).resolve().parents[2]
 DOCKERFILE = PROJECT / "environments" / "scoring" / "Dockerfile"
 SCORING_REQUIREMENTS = PROJECT / "environments" / "scoring" / "requirements.txt"
+#: cyclonedx-py, run in the build stage to write the image's SBOM.
+SBOM_REQUIREMENTS = PROJECT / "environments" / "scoring" / "sbom-requirements.txt"
 
 
 def docker_client() -> Any:
@@ -74,15 +78,16 @@ def gather_wheels(settings: Settings) -> tuple[Path, Path]:
     wheels = settings.build_dir.resolve() / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     arch = platform.machine()
-    _run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-         "--require-hashes", "--no-deps", "--only-binary=:all:",
-         "--python-version", settings.image_python, "--implementation", "cp",
-         "--platform", f"manylinux_2_17_{arch}", "--platform", f"manylinux2014_{arch}",
-         "--platform", f"manylinux_2_28_{arch}", "--platform", f"manylinux_2_34_{arch}",
-         "-r", str(SCORING_REQUIREMENTS), "--dest", str(wheels)],
-        "download the scoring wheels",
-    )
+    for requirements, what in ((SCORING_REQUIREMENTS, "scoring"), (SBOM_REQUIREMENTS, "SBOM")):
+        _run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+             "--require-hashes", "--no-deps", "--only-binary=:all:",
+             "--python-version", settings.image_python, "--implementation", "cp",
+             "--platform", f"manylinux_2_17_{arch}", "--platform", f"manylinux2014_{arch}",
+             "--platform", f"manylinux_2_28_{arch}", "--platform", f"manylinux_2_34_{arch}",
+             "-r", str(requirements), "--dest", str(wheels)],
+            f"download the {what} wheels",
+        )
     for old in wheels.glob("mlops_template-*.whl"):
         old.unlink()
     _run(
@@ -149,6 +154,7 @@ def build_image(settings: Settings, registry: Registry, spec: ModelSpec, version
     context.mkdir(parents=True)
     shutil.copy2(DOCKERFILE, context / "Dockerfile")
     shutil.copy2(requirements, context / "requirements.txt")
+    shutil.copy2(SBOM_REQUIREMENTS, context / "sbom-requirements.txt")
     shutil.copytree(wheels, context / "wheels")
     metadata = export_bundle(registry, version, context / "bundle", spec)
 
@@ -176,7 +182,24 @@ def build_image(settings: Settings, registry: Registry, spec: ModelSpec, version
     logger.info("built %s (%s) in %.1fs", tag, image.id, time.perf_counter() - started)
     registry.set_version_tag(version, "image.id", image.id)
     registry.set_version_tag(version, "image.tag", tag)
+    store_sbom(settings, registry, version, DockerInspector(client).sbom(image.id))
     return str(image.id), tag
+
+
+def store_sbom(settings: Settings, registry: Registry, version: int, sbom: bytes) -> Path:
+    """Keep the image's SBOM with the model version and in ``reports/sbom.cdx.json``.
+
+    The version gets the run artifact ``sbom/scoring.cdx.json`` and the tag
+    ``image.sbom.sha256``; the report file is what the release workflow attests.
+    """
+    report = settings.reports_dir / "sbom.cdx.json"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_bytes(sbom)
+    registry.log_version_file(version, "scoring.cdx.json", sbom, "sbom")
+    registry.set_version_tag(version, "image.sbom.sha256", sha256(sbom))
+    components = len(json.loads(sbom).get("components", []))
+    logger.info("SBOM of version %s's image: %d components, %s", version, components, report)
+    return report
 
 
 def push_image(settings: Settings, registry: Registry, version: int, client: Any = None) -> str:
@@ -209,6 +232,13 @@ def push_image(settings: Settings, registry: Registry, version: int, client: Any
     if not refs:
         raise ReleaseError(f"{repository} has no digest for image {image.id[:19]} after the push")
     registry.set_version_tag(version, "image.ref", refs[0])
+    sbom = DockerInspector(client).sbom(image.id)
+    if tags.get("image.sbom.sha256") and sha256(sbom) != tags["image.sbom.sha256"]:
+        raise ReleaseError(f"the SBOM in image {image.id[:19]} differs from the one recorded "
+                           f"when version {version}'s image was built")
+    report = settings.reports_dir / "sbom.cdx.json"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_bytes(sbom)
     return str(refs[0])
 
 

@@ -10,7 +10,10 @@ unit-tested with fakes. The state lives in the registry:
   model tag ``production.history`` (versions in promotion order) for rollback.
 
 Promotion runs the exact image that passed QA (the one recorded on the
-version), never a rebuild.
+version), never a rebuild. With an :class:`~ml_service.release.supply_chain.ImageInspector`,
+QA also records the hashes of that image's SBOM and model file, and
+production (or a rollback) refuses an image whose hashes differ, before
+deploying anything.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from ml_service.release.ports import (
     ReleaseRegistry,
     SmokeCheck,
 )
+from ml_service.release.supply_chain import ImageInspector, check_evidence, record_qa
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +40,11 @@ SmokeFactory = Callable[[int], SmokeCheck]
 
 
 def release_qa(registry: ReleaseRegistry, target: DeployTarget, version: int, image: str,
-               smoke_for: SmokeFactory) -> Deployment:
+               smoke_for: SmokeFactory, inspector: ImageInspector | None = None) -> Deployment:
     """Replace the QA instance with ``image``, smoke-test it, then set alias ``qa``.
+
+    With ``inspector``, the hashes of the image's SBOM and model file are
+    recorded on the version (``qa.sbom.sha256``, ``qa.model.sha256``) first.
 
     Raises:
         ReleaseError: If the smoke test fails; alias ``qa`` is unchanged.
@@ -47,27 +54,30 @@ def release_qa(registry: ReleaseRegistry, target: DeployTarget, version: int, im
                                    keep_previous=False)
     except ReleaseError as exc:
         raise ReleaseError(f"QA smoke test failed for version {version}: {exc}") from None
+    if inspector is not None:
+        record_qa(registry.set_version_tag, version, inspector.evidence(image))
     registry.set_alias("qa", version)
     return deployment
 
 
 def promote(registry: ReleaseRegistry, target: DeployTarget, smoke_for: SmokeFactory,
-            version: int | None = None) -> Deployment:
+            version: int | None = None, inspector: ImageInspector | None = None) -> Deployment:
     """Run the image that passed QA in production; keep the old one if it fails.
 
     Args:
         version: Version to promote; defaults to the one with alias ``qa``.
+        inspector: Checks the image against what QA recorded before deploying.
 
     Raises:
-        ReleaseError: If no version passed QA, or the smoke test fails. The
-            previous production instance is serving and alias ``production``
-            is unchanged.
+        ReleaseError: If no version passed QA, the image is not the one QA
+            recorded, or the smoke test fails. The previous production
+            instance is serving and alias ``production`` is unchanged.
     """
     target.ensure_lasting()
     version = version or registry.alias_version("qa")
     if version is None:
         raise ReleaseError("no version has passed QA yet: run `mlops release` first")
-    deployment = _deploy_production(registry, target, smoke_for, version)
+    deployment = _deploy_production(registry, target, smoke_for, version, inspector)
     history = production_history(registry)
     if not history or history[-1] != version:
         history.append(version)
@@ -76,7 +86,7 @@ def promote(registry: ReleaseRegistry, target: DeployTarget, smoke_for: SmokeFac
 
 
 def rollback(registry: ReleaseRegistry, target: DeployTarget,
-             smoke_for: SmokeFactory) -> Deployment:
+             smoke_for: SmokeFactory, inspector: ImageInspector | None = None) -> Deployment:
     """Return production to the version promoted before the current one.
 
     Raises:
@@ -92,7 +102,7 @@ def rollback(registry: ReleaseRegistry, target: DeployTarget,
         raise ReleaseError("nothing to roll back to: production has had only one version"
                            if history else "nothing to roll back to: nothing was promoted yet")
     previous = history[-2]
-    deployment = _deploy_production(registry, target, smoke_for, previous)
+    deployment = _deploy_production(registry, target, smoke_for, previous, inspector)
     registry.set_model_tag(HISTORY_TAG, json.dumps(history[:-1]))
     return deployment
 
@@ -103,8 +113,12 @@ def production_history(registry: ReleaseRegistry) -> list[int]:
 
 
 def _deploy_production(registry: ReleaseRegistry, target: DeployTarget,
-                       smoke_for: SmokeFactory, version: int) -> Deployment:
-    image = target.resolve_image(version, registry.version_tags(version))
+                       smoke_for: SmokeFactory, version: int,
+                       inspector: ImageInspector | None) -> Deployment:
+    tags = registry.version_tags(version)
+    image = target.resolve_image(version, tags)
+    if inspector is not None:
+        check_evidence(version, tags, inspector.evidence(image), image)
     try:
         deployment = target.deploy("production", version, image, smoke_for(version),
                                    keep_previous=True)

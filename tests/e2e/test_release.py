@@ -20,6 +20,7 @@ import requests
 from mlflow import MlflowClient
 
 from ml_service.bundle import sha256_file
+from ml_service.release.supply_chain import DockerInspector
 from tests.conftest import REPO, write_config
 from tests.servers import free_port
 
@@ -69,6 +70,17 @@ def test_release_promote_replace_fail_safely_and_roll_back(env, tmp_path, docker
     out = ok(make(env, "release"))
     assert "QA passed: version 1" in out and alias(env, "qa") == 1
     assert served_version(env["MLOPS_QA_PORT"]) == 1
+    # The container serves its version's model card, with the run's figures ...
+    card = requests.get(f"http://127.0.0.1:{env['MLOPS_QA_PORT']}/model-card", timeout=5).json()
+    v1 = registry(env).get_model_version(env["MLOPS_MODEL_NAME"], "1")
+    assert card["model"]["version"] == 1 and card["training"]["run_id"] == v1.run_id
+    run = registry(env).get_run(v1.run_id)
+    assert card["evaluation"]["metrics"] == {k: run.data.metrics[k] for k in
+                                             card["evaluation"]["metrics"]}
+    # ... and QA recorded what it tested: the image's SBOM and model hashes.
+    assert v1.tags["qa.sbom.sha256"] == v1.tags["image.sbom.sha256"]
+    labels = docker_client.images.get(image_v1).labels
+    assert v1.tags["qa.model.sha256"] == labels["io.github.mlops-template.model.sha256"]
     ok(make(env, "promote"))
     assert alias(env, "production") == 1 and served_version(env["MLOPS_PRODUCTION_PORT"]) == 1
     production = docker_client.containers.get(f"{env['MLOPS_MODEL_NAME']}-production")
@@ -93,8 +105,23 @@ def test_release_promote_replace_fail_safely_and_roll_back(env, tmp_path, docker
     ok(make(env, "pipeline", f"ARGS=--config {worse} --force"))
     broken = _broken_image(docker_client, env, image_v1)
     client = registry(env)
-    client.set_model_version_tag(env["MLOPS_MODEL_NAME"], "3", "image.id", broken)
-    client.set_registered_model_alias(env["MLOPS_MODEL_NAME"], "qa", "3")
+    name = env["MLOPS_MODEL_NAME"]
+    client.set_model_version_tag(name, "3", "image.id", broken)
+    client.set_registered_model_alias(name, "qa", "3")
+    # Not an image QA tested: refused before anything is deployed.
+    result = make(env, "promote")
+    assert result.returncode != 0 and "version 3 has no QA record" in result.stderr
+    v2_tags = client.get_model_version(name, "2").tags
+    for key in ("qa.sbom.sha256", "qa.model.sha256"):  # QA recorded v2's image, not this one
+        client.set_model_version_tag(name, "3", key, v2_tags[key])
+    result = make(env, "promote")
+    assert result.returncode != 0
+    assert "model file" in result.stderr and "is not the one QA recorded for version 3" in \
+        result.stderr
+    assert served_version(env["MLOPS_PRODUCTION_PORT"]) == 2
+    # As if QA had passed this very image: production's own smoke test catches it.
+    for key, value in DockerInspector(docker_client).evidence(broken).items():
+        client.set_model_version_tag(name, "3", f"qa.{key}", value)
     result = make(env, "promote")
     assert result.returncode != 0
     assert "production smoke test failed for version 3" in result.stderr

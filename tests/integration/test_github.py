@@ -283,3 +283,41 @@ def test_promote_and_rollback_refuse_a_github_hosted_runners_own_engine(isolated
         assert result.returncode == 2, result.stderr
         assert "refusing to deploy production" in result.stderr
         assert "PRODUCTION_RUNNER" in result.stderr and "DOCKER_HOST=ssh://" in result.stderr
+
+
+def test_verify_attestation_checks_provenance_and_sbom_signed_by_the_release_workflow(
+        isolated, tmp_path):
+    from mlflow import MlflowClient
+
+    from tests.conftest import model_settings
+
+    env, calls = fake_gh(tmp_path)
+    env = {**isolated, **env}
+    assert make("pipeline", env=env).returncode == 0
+    result = make("verify-attestation", "VERSION=1", env=env)
+    # make exits 2 when a recipe fails; the recipe's own code is in "Error N".
+    assert result.returncode != 0 and "version 1's image was never pushed" in result.stderr
+    assert "verify-attestation] Error 1" in result.stderr
+
+    ref = "ghcr.io/owner/diabetes-ridge@sha256:" + "ab" * 32
+    uri = model_settings(tracking_uri="", store_dir=tmp_path / ".mlflow").resolved_tracking_uri
+    MlflowClient(tracking_uri=uri, registry_uri=uri).set_model_version_tag(
+        "diabetes-ridge", "1", "image.ref", ref)
+    result = make("verify-attestation", "VERSION=1", env=env)
+    assert result.returncode == 0, result.stderr
+    signer = "--repo owner/repo --signer-workflow owner/repo/.github/workflows/release.yml"
+    assert calls.read_text() == (
+        f"attestation verify oci://{ref} {signer}\n"
+        f"attestation verify oci://{ref} {signer} --predicate-type https://cyclonedx.org/bom\n")
+    assert "SBOM attestation of" in result.stdout
+
+    # gh says no (unsigned, signed elsewhere, wrong digest): refused, exit 1.
+    (tmp_path / "bin" / "gh").write_text("#!/bin/sh\necho 'no matching attestations' >&2\n"
+                                         "exit 1\n")
+    result = make("verify-attestation", "VERSION=1", env=env)
+    assert result.returncode != 0 and "verify-attestation] Error 1" in result.stderr
+    assert "the build provenance attestation of" in result.stderr
+    assert "no matching attestations" in result.stderr and "nothing was deployed" in result.stderr
+    result = make("verify-attestation", "VERSION=1", env={**env, "GITHUB_REPOSITORY": ""})
+    assert "verify-attestation] Error 2" in result.stderr and "set GITHUB_REPOSITORY" in \
+        result.stderr

@@ -122,8 +122,10 @@ def test_the_mlops_entry_point_exits_with_documented_codes(tmp_path):
 
 
 def test_environment_exports_match_the_lock_file():
-    exports = sorted((REPO / "environments").glob("*/requirements.txt"))
-    assert [p.parent.name for p in exports] == ["ci", "scoring", "training"]
+    exports = sorted((REPO / "environments").glob("*/*requirements.txt"))
+    assert [f"{p.parent.name}/{p.name}" for p in exports] == [
+        "ci/requirements.txt", "scoring/requirements.txt", "scoring/sbom-requirements.txt",
+        "training/requirements.txt"]
     before = {path: path.read_text() for path in exports}
     result = make("environments")
     assert result.returncode == 0, result.stderr
@@ -137,6 +139,8 @@ def test_environment_exports_match_the_lock_file():
     assert "pytest==" not in after[REPO / "environments/training/requirements.txt"]
     scoring = after[REPO / "environments/scoring/requirements.txt"]
     assert "fastapi==" in scoring and "mlflow==" not in scoring and "pandas==" not in scoring
+    sbom_tool = after[REPO / "environments/scoring/sbom-requirements.txt"]
+    assert "cyclonedx-bom==" in sbom_tool and "fastapi==" not in sbom_tool
 
 
 def _registered(isolated: dict[str, str]) -> None:

@@ -118,7 +118,7 @@ def test_release_goes_through_qa_then_an_approved_production_environment():
     for job in (qa, production):
         assert job["concurrency"]["cancel-in-progress"] is False
     qa_runs = [s.get("run") for s in qa["steps"]]
-    assert qa_runs.index("make release") < qa_runs.index("make push")
+    assert qa_runs.index("make release") < qa_runs.index('make push OUTPUTS_OUT="$GITHUB_OUTPUT"')
     assert "make promote" in [s.get("run") for s in production["steps"]]
     assert not any("make image" in (s.get("run") or "") for s in production["steps"])
 
@@ -158,11 +158,14 @@ EXPECTED_PERMISSIONS = {
     ("build.yml", "pipeline"): {"contents": "read", "actions": "read", "pull-requests": "write"},
     ("build.yml", "image"): {"contents": "read"},
     ("retrain.yml", "retrain"): {"contents": "read", "actions": "read"},
-    ("retrain.yml", "release"): {"contents": "read", "actions": "read", "packages": "write"},
+    ("retrain.yml", "release"): {"contents": "read", "actions": "read", "packages": "write",
+                                 "id-token": "write", "attestations": "write"},
     ("retrain.yml", "keepalive"): {"actions": "write"},
     ("monitor.yml", "keepalive"): {"actions": "write"},
-    ("release.yml", "qa"): {"contents": "read", "actions": "read", "packages": "write"},
-    ("release.yml", "production"): {"contents": "read", "actions": "read", "packages": "read"},
+    ("release.yml", "qa"): {"contents": "read", "actions": "read", "packages": "write",
+                            "id-token": "write", "attestations": "write"},
+    ("release.yml", "production"): {"contents": "read", "actions": "read", "packages": "read",
+                                    "attestations": "read"},
     ("monitor.yml", "drift"): {"contents": "read", "actions": "read"},
     ("monitor.yml", "retrain"): {"actions": "write"},
 }
@@ -371,3 +374,54 @@ def test_production_can_deploy_to_a_cluster_and_qa_stays_a_container():
     assert {"KUBE_CONFIG_DATA", "GHCR_PULL_TOKEN"} <= set(secrets)
     # Environment secrets reach a called workflow only through `secrets: inherit`.
     assert RETRAIN["jobs"]["release"]["secrets"] == "inherit"
+
+
+LEVEL = {"none": 0, "read": 1, "write": 2}
+
+
+def test_a_reusable_workflow_call_grants_what_the_called_jobs_ask_for():
+    # GitHub: a called workflow's GITHUB_TOKEN can only be narrowed, never
+    # widened; a called job asking for more than the caller grants makes the
+    # whole run fail at start-up.
+    for name, workflow in ALL.items():
+        for job_name, job in workflow["jobs"].items():
+            if not job.get("uses", "").startswith("./.github/workflows/"):
+                continue
+            called = load(job["uses"].rsplit("/", 1)[1])
+            for called_name, called_job in called["jobs"].items():
+                for scope, level in called_job["permissions"].items():
+                    granted = job["permissions"].get(scope, "none")
+                    assert LEVEL[granted] >= LEVEL[level], (
+                        f"{name}:{job_name} grants {scope}: {granted}, but "
+                        f"{job['uses']}:{called_name} needs {level}")
+
+
+def test_the_qa_image_is_attested_by_digest_with_its_sbom_after_the_push():
+    steps = RELEASE["jobs"]["qa"]["steps"]
+    push = next(i for i, s in enumerate(steps) if s.get("run", "").startswith("make push"))
+    assert steps[push]["id"] == "push" and 'OUTPUTS_OUT="$GITHUB_OUTPUT"' in steps[push]["run"]
+    attests = [(i, s) for i, s in enumerate(steps) if s.get("uses", "").startswith(
+        "actions/attest@")]
+    assert len(attests) == 2 and all(i > push for i, _ in attests)
+    for _, step in attests:
+        assert step["with"]["subject-name"] == "${{ steps.push.outputs.image }}"
+        assert step["with"]["subject-digest"] == "${{ steps.push.outputs.digest }}"
+        assert step["with"]["push-to-registry"] is True
+    provenance, sbom = (s["with"] for _, s in attests)
+    assert "sbom-path" not in provenance and "predicate-type" not in provenance
+    # The file `make push` writes: the SBOM read from the pushed image itself.
+    assert sbom["sbom-path"] == "reports/sbom.cdx.json"
+    card = next(i for i, s in enumerate(steps) if s.get("run", "").startswith("make card"))
+    assert 'SUMMARY_OUT="$GITHUB_STEP_SUMMARY"' in steps[card]["run"]
+
+
+def test_production_cannot_deploy_before_the_attestations_are_verified():
+    runs = [s.get("run", "") or s.get("uses", "") for s in RELEASE["jobs"]["production"]["steps"]]
+    verify = runs.index("make verify-attestation")
+    login = next(i for i, r in enumerate(runs) if r.startswith("docker/login-action@"))
+    # gh reads the image from GHCR: logged in first; and nothing deploys before it.
+    assert login < verify < runs.index("make promote")
+    assert all("promote" not in r and "rollback" not in r for r in runs[:verify])
+    # Steps run in order and a failed step stops the job (no `if: always()` on promote).
+    promote = RELEASE["jobs"]["production"]["steps"][runs.index("make promote")]
+    assert "if" not in promote and "continue-on-error" not in promote

@@ -218,3 +218,52 @@ def test_promoting_the_serving_version_again_does_not_repeat_it_in_the_history(
     promotion.promote(registry, target, smoke_failing(), 1)
     promotion.promote(registry, target, smoke_failing(), 1)
     assert history(registry) == [1]
+
+
+class FakeInspector:
+    """The SBOM and model hashes of each image, as a Docker engine would read them."""
+
+    def __init__(self):
+        self.images = {f"sha256:image{v}": {"sbom.sha256": f"sbom{v}", "model.sha256": f"m{v}"}
+                       for v in (1, 2, 3)}
+
+    def evidence(self, image: str) -> dict[str, str]:
+        return dict(self.images[image])
+
+
+def test_qa_records_the_sbom_and_model_hashes_of_the_image_it_passed(registry, target):
+    promotion.release_qa(registry, target, 1, "sha256:image1", smoke_failing(), FakeInspector())
+    assert registry.tags[1]["qa.sbom.sha256"] == "sbom1"
+    assert registry.tags[1]["qa.model.sha256"] == "m1"
+    # A failed QA records nothing.
+    with pytest.raises(ReleaseError):
+        promotion.release_qa(registry, target, 2, "sha256:image2", smoke_failing(2),
+                             FakeInspector())
+    assert "qa.sbom.sha256" not in registry.tags[2]
+
+
+@pytest.mark.parametrize("changed,what", [("sbom.sha256", "SBOM"), ("model.sha256", "model file")])
+def test_promote_refuses_an_image_that_is_not_the_one_qa_recorded(
+        registry, target, changed, what):
+    inspector = FakeInspector()
+    promotion.release_qa(registry, target, 1, "sha256:image1", smoke_failing(), inspector)
+    promotion.promote(registry, target, smoke_failing(), 1, inspector)
+    promotion.release_qa(registry, target, 2, "sha256:image2", smoke_failing(), inspector)
+    inspector.images["sha256:image2"][changed] = "tampered"  # e.g. a re-pushed tag
+    with pytest.raises(ReleaseError) as refused:
+        promotion.promote(registry, target, smoke_failing(), 2, inspector)
+    assert f"'s {what} (sha256 tampered) is not the one QA recorded for version 2" in \
+        str(refused.value)
+    assert "nothing was deployed" in str(refused.value)
+    assert target.serving["production"][0] == 1 and registry.aliases["production"] == 1
+    assert target.deploys.count(("production", 2, True)) == 0
+
+
+def test_promote_and_rollback_refuse_a_version_qa_recorded_nothing_for(registry, target):
+    inspector = FakeInspector()
+    promotion.promote(registry, target, smoke_failing(), 1)  # before the records existed
+    promotion.release_qa(registry, target, 2, "sha256:image2", smoke_failing(), inspector)
+    promotion.promote(registry, target, smoke_failing(), 2, inspector)
+    with pytest.raises(ReleaseError, match="version 1 has no QA record of its image"):
+        promotion.rollback(registry, target, smoke_failing(), inspector)
+    assert registry.aliases["production"] == 2 and target.serving["production"][0] == 2
