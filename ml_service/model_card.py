@@ -44,7 +44,9 @@ def _interval(improvement: dict[str, Any] | None) -> str:
 
 
 def markdown(card: dict[str, Any]) -> str:
-    """Render a card (as :mod:`ml_service.training.model_card` builds it) as Markdown."""
+    """Render a card (:mod:`ml_service.training.card`, :mod:`ml_service.many.card`) as Markdown."""
+    if card.get("kind") == "model-set":
+        return _set_markdown(card)
     model, data, evaluation = card["model"], card["data"], card["evaluation"]
     training, gate = card["training"], card["gate"]
     champion = evaluation.get("champion_version")
@@ -114,6 +116,55 @@ def markdown(card: dict[str, Any]) -> str:
         f"- Git commit `{training['git_commit']}`"
         f"{' (uncommitted changes)' if training['git_dirty'] else ''}; MLflow run "
         f"`{training['run_id']}`; model package `{training['package']}`.",
+        "",
+        "### Known limitations",
+        "",
+        *([f"- {item}" for item in card["limitations"]] or ["- none stated by the spec"]),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _set_markdown(card: dict[str, Any]) -> str:
+    model, gate, evaluation = card["model"], card["gate"], card["evaluation"]
+    data, training = card["data"], card["training"]
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(gate["counts"].items()))
+    lines = [
+        f"## Model card: {model['name']} version {model['version']} (many models)",
+        "",
+        f"**Intended use.** {model['description'] or 'not stated by the spec'} One model "
+        f"per partition of {', '.join(f'`{k}`' for k in model['partition_keys'])}; "
+        f"served prediction: `{model['output']}`.",
+        "",
+        f"**Set rule.** {gate['rule']} → alias `champion` "
+        f"{'moved to this version' if gate['champion'] else 'unchanged'}.",
+        f"Partitions: {counts}.",
+        "",
+        f"### Holdout metrics over the {data['models']} partition models",
+        "",
+        "| metric | worst | 10% | median | 90% | better when |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for name, stats in evaluation["metrics"].items():
+        direction = "higher" if name in evaluation["higher_is_better"] else "lower"
+        lines.append(f"| {name} | " + " | ".join(
+            _number(stats[k]) for k in ("worst", "p10", "median", "p90")) + f" | {direction} |")
+    problems = card["data_validation"]["problems"]
+    lines += [
+        "",
+        "### Data",
+        "",
+        f"- {data['partitions']} partitions, {data['rows']} rows behind the "
+        f"{data['models']} models (contract `{data['contract']}`).",
+        f"- Data validation: {len(problems)} partition problem(s)"
+        + (": " + "; ".join(problems) if problems else "."),
+        "",
+        "### Training",
+        "",
+        f"- Parameters: `{json.dumps(training['params'], sort_keys=True)}`; engine "
+        f"{training['engine']}.",
+        f"- Git commit `{training['git_commit']}`; MLflow run `{training['run_id']}`; model "
+        f"package `{training['package']}`.",
         "",
         "### Known limitations",
         "",

@@ -122,7 +122,7 @@ def run_many(root: str, spec: ModelSpec, config: PipelineConfig, settings: Setti
                         "prediction_range": list(spec.prediction_range), "counts": counts,
                         "rule": rule, "primary_metric": config.gate.primary_metric}
             result.run_id, result.version = _log_and_register(
-                registry, Path(tmp) / "set", entries, metadata, result, passed, config)
+                registry, spec, Path(tmp) / "set", entries, metadata, result, passed, config)
             result.registered, result.champion = True, passed
             result.reason = (f"registered version {result.version} with {len(entries)} models; "
                              + ("alias 'champion' moved to it" if passed else
@@ -190,12 +190,14 @@ def _worst(entries: list[Entry], spec: ModelSpec) -> dict[str, float]:
     return worst
 
 
-def _log_and_register(registry: Registry, directory: Path, entries: list[Entry],
-                      metadata: dict[str, Any], result: SetResult, champion: bool,
-                      config: PipelineConfig) -> tuple[str, int]:
+def _log_and_register(registry: Registry, spec: ModelSpec, directory: Path,
+                      entries: list[Entry], metadata: dict[str, Any], result: SetResult,
+                      champion: bool, config: PipelineConfig) -> tuple[str, int]:
     import mlflow
 
+    from ml_service.many.card import build_set_card
     from ml_service.training.provenance import git_commit
+    from ml_service.training.tracking import log_card
 
     with mlflow.start_run(experiment_id=registry.experiment_id()) as run:
         commit, _ = git_commit()
@@ -215,4 +217,7 @@ def _log_and_register(registry: Registry, directory: Path, entries: list[Entry],
                 **{f"worst.{k}": f"{v:.6g}" for k, v in result.worst.items()}}
         version = registry.register(f"runs:/{run_id}/set", run_id, tags, champion=champion)
         mlflow.set_tag("registered_version", str(version))
+        card = build_set_card(spec, config, entries, result, registry.name, version, run_id,
+                              commit, champion)
+        registry.set_version_tag(version, "model_card.sha256", log_card(card))
     return run_id, version

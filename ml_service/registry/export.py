@@ -174,6 +174,11 @@ def export_set(registry: Registry, version: int, directory: Path,
         example_partition={k: _number(v) for k, v in example_partition.items()},
     )
     metadata.write(directory)
+    try:
+        export_card(info.run_id, info.tags.get("model_card.sha256"), directory, what)
+    except MlopsError:
+        shutil.rmtree(directory)
+        raise
     logger.info("exported set %s v%s (%s partitions) to %s", registry.name, version,
                 set_metadata.get("partitions"), directory)
     return metadata

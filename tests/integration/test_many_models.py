@@ -232,3 +232,31 @@ def test_the_make_targets_train_rerun_and_batch_score(tmp_path):
         f"store={s}" for s in range(1, 6)]
     small = make("data-many", "MANY_SCALE=--stores 2 --products 3 --rows 30", env=env)
     assert small.returncode == 0 and "wrote 6 partitions x 30 rows" in small.stdout, small.stderr
+
+
+def test_a_set_has_a_model_card_with_the_spread_of_its_metrics(sales):
+    from fastapi.testclient import TestClient
+
+    from ml_service.serving import create_app
+    from ml_service.settings import Settings
+
+    run(sales)
+    cli = Cli(sales)
+    result = cli("card", "--version", "1", "--json-out", str(sales / "card.json"))
+    assert result.exit_code == 0, result.output
+    card = json.loads((sales / "card.json").read_text())
+    assert card["kind"] == "model-set" and card["model"]["version"] == 1
+    assert card["model"]["partition_keys"] == ["store", "product"]
+    assert card["gate"]["counts"] == {"new": STORES * PRODUCTS} and card["gate"]["champion"]
+    wape = card["evaluation"]["metrics"]["wape"]
+    entries = index(sales, 1)
+    assert wape["worst"] == pytest.approx(entries["metric.wape"].max())
+    assert wape["median"] == pytest.approx(entries["metric.wape"].median())
+    assert card["data"] == {"partitions": 12, "models": 12, "rows": 12 * WEEKS,
+                            "contract": SPEC.contract.name}
+    assert "(many models)" in result.stdout and "| wape |" in result.stdout
+
+    assert cli("bundle", "--version", "1", "--out", str(sales / "b")).exit_code == 0
+    with TestClient(create_app(Settings(bundle_dir=sales / "b"))) as client:
+        served = client.get("/model-card")
+    assert served.status_code == 200 and served.json() == card
