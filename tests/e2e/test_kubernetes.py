@@ -23,6 +23,7 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
+from ml_service.release.supply_chain import DockerInspector
 from tests.conftest import REPO, write_config
 from tests.e2e.test_release import _broken_image, alias, make, ok
 from tests.servers import kubectl_binary, unavailable
@@ -216,6 +217,7 @@ def test_promotion_on_a_cluster_rolls_out_undoes_failures_and_rolls_back(
                         f"{'0' * 64}\n", "never-ready")
     client.set_model_version_tag(name, "3", "image.ref", never_ready)
     client.set_registered_model_alias(name, "qa", "3")
+    _as_if_qa_passed(client, docker_client, name, 3, never_ready)
     with Load() as load:
         started = time.monotonic()
         failed = make(env, "promote")
@@ -235,6 +237,7 @@ def test_promotion_on_a_cluster_rolls_out_undoes_failures_and_rolls_back(
     wrong = _push_id(docker_client, env, _broken_image(docker_client, env, image_v1),
                      "wrong-predictions")
     client.set_model_version_tag(name, "3", "image.ref", wrong)
+    _as_if_qa_passed(client, docker_client, name, 3, wrong)
     with Load() as load:
         started = time.monotonic()
         failed = make(env, "promote")
@@ -313,3 +316,14 @@ def test_make_cluster_down_and_up_leave_nothing_behind_and_start_a_ready_cluster
     nodes = subprocess.run([*kubectl, "get", "nodes"], capture_output=True, text=True, timeout=30)
     assert " Ready " in nodes.stdout
     print(json.dumps({"cluster_up_s": round(time.monotonic() - started, 1)}))
+
+
+def _as_if_qa_passed(client, docker_client, name: str, version: int, ref: str) -> None:
+    """Record ``ref``'s SBOM and model hashes on ``version`` as QA does when it passes.
+
+    Without them promote refuses the image before deploying anything (the
+    supply-chain check); these cases are about what the cluster does after.
+    """
+    for key, value in DockerInspector(docker_client).evidence(ref).items():
+        client.set_model_version_tag(name, str(version), f"qa.{key}", value)
+

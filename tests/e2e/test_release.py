@@ -125,6 +125,7 @@ def test_release_promote_replace_fail_safely_and_roll_back(env, tmp_path, docker
     result = make(env, "promote")
     assert result.returncode != 0
     assert "production smoke test failed for version 3" in result.stderr
+    assert "differ from the registry model's" in result.stderr  # healthy, but wrong
     assert "production is untouched and still serves version 2" in result.stderr
     assert "alias 'production' unchanged" in result.stderr
     assert alias(env, "production") == 2
@@ -159,13 +160,16 @@ def _broken_image(client, env: dict, image_v1: str) -> str:
     digest = hashlib.sha256(model).hexdigest()
     metadata = json.loads(_read(client, image_v2, "/opt/model/metadata.json"))
     metadata.update(version=3, sha256=digest)
+    card = json.loads(_read(client, image_v2, "/opt/model/model_card.json"))
+    card["model"]["version"] = 3  # a consistent lie: the service starts and serves it
     files = {
         "Dockerfile": (
-            f"FROM {image_v2}\nCOPY model.skops metadata.json /opt/model/\n"
+            f"FROM {image_v2}\nCOPY model.skops metadata.json model_card.json /opt/model/\n"
             f"ENV MLOPS_MODEL_SHA256={digest}\n"
         ).encode(),
         "model.skops": model,
         "metadata.json": json.dumps(metadata).encode(),
+        "model_card.json": json.dumps(card).encode(),
     }
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as tar:
