@@ -192,9 +192,7 @@ def store_sbom(settings: Settings, registry: Registry, version: int, sbom: bytes
     The version gets the run artifact ``sbom/scoring.cdx.json`` and the tag
     ``image.sbom.sha256``; the report file is what the release workflow attests.
     """
-    report = settings.reports_dir / "sbom.cdx.json"
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_bytes(sbom)
+    report = write_sbom_report(settings, sbom)
     registry.log_version_file(version, "scoring.cdx.json", sbom, "sbom")
     registry.set_version_tag(version, "image.sbom.sha256", sha256(sbom))
     components = len(json.loads(sbom).get("components", []))
@@ -236,10 +234,16 @@ def push_image(settings: Settings, registry: Registry, version: int, client: Any
     if tags.get("image.sbom.sha256") and sha256(sbom) != tags["image.sbom.sha256"]:
         raise ReleaseError(f"the SBOM in image {image.id[:19]} differs from the one recorded "
                            f"when version {version}'s image was built")
+    write_sbom_report(settings, sbom)
+    return str(refs[0])
+
+
+def write_sbom_report(settings: Settings, sbom: bytes) -> Path:
+    """Write the image's SBOM to ``reports/sbom.cdx.json`` (what the workflow attests)."""
     report = settings.reports_dir / "sbom.cdx.json"
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_bytes(sbom)
-    return str(refs[0])
+    return report
 
 
 def image_exists(client: Any, image_id: str) -> bool:
