@@ -326,4 +326,3 @@ def _as_if_qa_passed(client, docker_client, name: str, version: int, ref: str) -
     """
     for key, value in DockerInspector(docker_client).evidence(ref).items():
         client.set_model_version_tag(name, str(version), f"qa.{key}", value)
-
