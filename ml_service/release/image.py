@@ -64,38 +64,46 @@ def docker_client() -> Any:
     return client
 
 
-def gather_wheels(settings: Settings) -> tuple[Path, Path]:
+def gather_wheels(settings: Settings) -> dict[str, Path]:
     """Download the scoring image's wheels on the host, checked against their hashes.
 
-    The requirements are ``environments/scoring/requirements.txt`` (exported from
+    The requirements are ``environments/scoring/requirements.txt`` and, for the
+    SBOM tool of the build stage, ``sbom-requirements.txt`` (exported from
     uv.lock by ``make environments``); the project's own wheel is built from
-    the checkout.
+    the checkout. Each goes to a directory of its own, so that the Docker
+    layers installing the (rarely changing) dependencies are reused from the
+    engine's build cache when only the project or the model changed.
 
     Returns:
-        (requirements file, wheels directory). The wheels directory is kept
-        between builds, so only new pins are downloaded.
+        The directories ``wheels`` (dependencies), ``sbom-wheels`` and
+        ``project`` (the project wheel). The first two are kept between
+        builds, so only new pins are downloaded.
     """
-    wheels = settings.build_dir.resolve() / "wheels"
-    wheels.mkdir(parents=True, exist_ok=True)
+    build = settings.build_dir.resolve()
+    dirs = {name: build / name for name in ("wheels", "sbom-wheels", "project")}
     arch = platform.machine()
-    for requirements, what in ((SCORING_REQUIREMENTS, "scoring"), (SBOM_REQUIREMENTS, "SBOM")):
+    for requirements, name in ((SCORING_REQUIREMENTS, "wheels"),
+                               (SBOM_REQUIREMENTS, "sbom-wheels")):
+        dirs[name].mkdir(parents=True, exist_ok=True)
         _run(
             [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
              "--require-hashes", "--no-deps", "--only-binary=:all:",
              "--python-version", settings.image_python, "--implementation", "cp",
              "--platform", f"manylinux_2_17_{arch}", "--platform", f"manylinux2014_{arch}",
              "--platform", f"manylinux_2_28_{arch}", "--platform", f"manylinux_2_34_{arch}",
-             "-r", str(requirements), "--dest", str(wheels)],
-            f"download the {what} wheels",
+             "-r", str(requirements), "--dest", str(dirs[name])],
+            f"download the {name}",
         )
-    for old in wheels.glob("mlops_template-*.whl"):
-        old.unlink()
+    for stale in dirs["wheels"].glob("mlops_template-*.whl"):  # where older builds kept it
+        stale.unlink()
+    if dirs["project"].exists():
+        shutil.rmtree(dirs["project"])
     _run(
         [str(Path(sys.executable).parent / "uv"), "build", "--wheel", "--quiet",
-         "--out-dir", str(wheels), str(PROJECT)],
+         "--out-dir", str(dirs["project"]), str(PROJECT)],
         "build the project wheel",
     )
-    return SCORING_REQUIREMENTS, wheels
+    return dirs
 
 
 def _run(command: list[str], what: str) -> None:
@@ -147,15 +155,16 @@ def build_image(settings: Settings, registry: Registry, spec: ModelSpec, version
 
     client = client or docker_client()
     ensure_base_image(client, settings.base_image)
-    requirements, wheels = gather_wheels(settings)
+    wheel_dirs = gather_wheels(settings)
     context = settings.build_dir.resolve() / "context"
     if context.exists():
         shutil.rmtree(context)
     context.mkdir(parents=True)
     shutil.copy2(DOCKERFILE, context / "Dockerfile")
-    shutil.copy2(requirements, context / "requirements.txt")
+    shutil.copy2(SCORING_REQUIREMENTS, context / "requirements.txt")
     shutil.copy2(SBOM_REQUIREMENTS, context / "sbom-requirements.txt")
-    shutil.copytree(wheels, context / "wheels")
+    for name, directory in wheel_dirs.items():
+        shutil.copytree(directory, context / name)
     metadata = export_bundle(registry, version, context / "bundle", spec)
 
     tag = f"{settings.image_name}:v{version}"
