@@ -99,6 +99,8 @@ environments: install ## Export environments/*/requirements.txt (hash-pinned) fr
 		--output-file environments/ci/requirements.txt
 	$(BIN)/uv export --frozen --quiet --only-group scoring --no-emit-project --no-header \
 		--output-file environments/scoring/requirements.txt
+	$(BIN)/uv export --frozen --quiet --only-group scoring-sklearn --no-emit-project --no-header \
+		--output-file environments/scoring/requirements-sklearn.txt
 	$(BIN)/uv export --frozen --quiet --only-group sbom --no-emit-project --no-header \
 		--output-file environments/scoring/sbom-requirements.txt
 

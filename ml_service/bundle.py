@@ -1,7 +1,8 @@
 """The model bundle: what the scoring service needs from a registered version.
 
 A bundle is a directory with the model file (``model.skops``, scikit-learn's
-safe serialization as MLflow stored it) and ``metadata.json`` (name, version,
+safe serialization as MLflow stored it), its compiled form when it has one
+(``model.onnx``, checked against it at bundle time) and ``metadata.json`` (name, version,
 git commit, dataset digest, metrics, the model file's SHA-256, and from the
 model's spec: the data contract, the output method, the prediction range and
 example rows). It is exported from the registry on the host
@@ -30,6 +31,12 @@ from ml_service.errors import MlopsError
 logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.skops"
+#: The model's compiled form, when it has one (see ml_service.registry.compiled).
+ONNX_FILE = "model.onnx"
+#: How closely the compiled form's predictions, and a released service's, must
+#: match the registry model's: ``numpy.allclose(served, registry, rtol, atol)``.
+PREDICTION_RTOL = 1e-6
+PREDICTION_ATOL = 1e-9
 METADATA_FILE = "metadata.json"
 #: A many-models set's bundle: every partition's model, and the index of their hashes.
 SET_FILE = "models.zip"
@@ -57,6 +64,15 @@ class BundleMetadata:
     partition_keys: list[str] = field(default_factory=list)
     set_index_sha256: str = ""
     example_partition: dict[str, Any] = field(default_factory=dict)
+    #: How the service runs the model: ``{"kind": "onnx", "file": "model.onnx",
+    #: "sha256": ..., the check's figures}``, or ``{"kind": "sklearn", "reason": ...}``;
+    #: empty (scikit-learn) for bundles made before compiled forms.
+    runtime: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def runtime_kind(self) -> str:
+        """``onnx`` or ``sklearn``: what serves the model, and what the image installs."""
+        return str(self.runtime.get("kind", "sklearn"))
 
     @property
     def model_file(self) -> str:

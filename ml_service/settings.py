@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     model_sha256: str | None = Field(
         default=None, description="Expected SHA-256 of the bundled model file (image builds)."
     )
+    model_runtime: Literal["auto", "onnx", "sklearn"] = Field(
+        default="auto",
+        description="What runs the model: auto = the bundle's ONNX form when it has one, "
+                    "else scikit-learn.")
     serve_host: str = Field(default="127.0.0.1", description="Scoring service bind address.")
     serve_port: int = Field(default=8080, ge=1, le=65535, description="Scoring service port.")
     max_rows: int = Field(default=10_000, ge=1, description="Most rows in one /score request.")

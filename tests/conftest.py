@@ -32,21 +32,35 @@ def fit(frame: pd.DataFrame, params: dict, spec=None):
     return model.fit(frame[spec.contract.feature_names], frame[spec.contract.target.name])
 
 
-def write_bundle(directory: Path, model, spec=None, **metadata) -> Path:
-    """A bundle made straight from a fitted model, as `mlops bundle` would write it."""
+def write_bundle(directory: Path, model, spec=None, runtime: str = "onnx",
+                 **metadata) -> Path:
+    """A bundle made straight from a fitted model, as `mlops bundle` would write it.
+
+    ``runtime="onnx"`` adds the model's checked ONNX form (as `mlops bundle`
+    does), ``"sklearn"`` leaves the bundle on scikit-learn.
+    """
+    import numpy as np
     import skops.io
 
     from diabetes_regression.spec import SPEC
-    from ml_service.bundle import MODEL_FILE, BundleMetadata, sha256_file
+    from ml_service.bundle import MODEL_FILE, ONNX_FILE, BundleMetadata, sha256_file
+    from ml_service.registry.compiled import compile_model
 
     spec = spec or SPEC
     skops.io.dump(model, directory / MODEL_FILE)
+    served = {"kind": "sklearn", "reason": "written without an ONNX form"}
+    if runtime == "onnx":
+        payload, served = compile_model(model, spec.output, np.asarray(spec.example, float),
+                                        "the spec's example rows")
+        assert payload is not None, served
+        (directory / ONNX_FILE).write_bytes(payload)
+        served["sha256"] = sha256_file(directory / ONNX_FILE)
     BundleMetadata(
         **{"name": spec.name, "version": 1, **metadata},
         sha256=sha256_file(directory / MODEL_FILE),
         feature_names=spec.contract.feature_names, contract=spec.contract.to_json(),
         output=spec.output, prediction_range=list(spec.prediction_range),
-        example=[list(row) for row in spec.example],
+        example=[list(row) for row in spec.example], runtime=served,
     ).write(directory)
     return directory
 

@@ -21,14 +21,19 @@ def bundle(
     ] = None,
 ) -> None:
     """Export a registered version as a scoring bundle (model file + metadata.json)."""
+    from ml_service.registry.compiled import check_rows
     from ml_service.registry.export import export_bundle
 
     settings, spec, registry = connected()
     chosen = chosen_version(registry, version)
     target = out_dir or settings.bundle_dir
-    metadata = export_bundle(registry, chosen, target, spec)
+    metadata = export_bundle(registry, chosen, target, spec, check=check_rows(settings, spec))
+    runtime = metadata.runtime
+    served_by = (f"ONNX, checked on {runtime['checked_rows']} rows: max difference "
+                 f"{runtime['max_abs_difference']:.2g}" if metadata.runtime_kind == "onnx"
+                 else f"scikit-learn: {runtime.get('reason')}")
     out.print(f"exported {metadata.name} v{metadata.version} to {target} "
-              f"(sha256 {metadata.sha256[:12]}…)")
+              f"(sha256 {metadata.sha256[:12]}…; served by {served_by})")
 
 
 @app.command()
@@ -40,12 +45,13 @@ def serve(
     port: Annotated[Optional[int], typer.Option(help="Port [default: MLOPS_SERVE_PORT].")] = None,
 ) -> None:
     """Serve a registered version locally with uvicorn (no Docker)."""
+    from ml_service.registry.compiled import check_rows
     from ml_service.registry.export import export_bundle
     from ml_service.serving import create_app, http_server
 
     settings, spec, registry = connected()
     chosen = chosen_version(registry, version)
-    export_bundle(registry, chosen, settings.bundle_dir, spec)
+    export_bundle(registry, chosen, settings.bundle_dir, spec, check=check_rows(settings, spec))
     app_ = create_app(settings)
     bind_host, bind_port = host or settings.serve_host, port or settings.serve_port
     out.print(f"serving {registry.name} v{chosen} on http://{bind_host}:{bind_port} "

@@ -7,30 +7,43 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from ml_service.bundle import (
     METADATA_FILE,
     MODEL_FILE,
+    ONNX_FILE,
     BundleMetadata,
     checked_model_file,
     load_skops,
     sha256_file,
 )
 from ml_service.errors import MlopsError, UsageError
+from ml_service.registry.compiled import compile_model
 from ml_service.registry.store import Registry
 from ml_service.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 
 
-def export_bundle(registry: Registry, version: int, directory: Path,
-                  spec: ModelSpec) -> BundleMetadata:
+def export_bundle(registry: Registry, version: int, directory: Path, spec: ModelSpec,
+                  check: tuple[np.ndarray, str] | None = None,
+                  compile_onnx: bool = True) -> BundleMetadata:
     """Download ``version`` from the registry into ``directory`` as a bundle.
+
+    The model's ONNX form is made and checked here (see
+    :mod:`ml_service.registry.compiled`); the bundle's ``runtime`` says whether
+    it has one.
 
     Args:
         registry: A connected :class:`ml_service.registry.Registry`.
         version: The model version to export.
         directory: Target directory: new, empty, or an earlier bundle (replaced).
         spec: The model's spec: its contract and output go into the bundle.
+        check: Rows to check the ONNX form on and where they come from
+            (:func:`ml_service.registry.compiled.check_rows`); default: the
+            spec's example rows.
+        compile_onnx: False to leave the bundle on scikit-learn.
 
     Raises:
         MlopsError: If the version does not exist, or is not a model this
@@ -51,11 +64,19 @@ def export_bundle(registry: Registry, version: int, directory: Path,
             )
         )
         flavor, model_file = checked_model_file(local, what)
-        load_skops(model_file, what)  # a bundle the service would refuse is no bundle
+        model = load_skops(model_file, what)  # a bundle the service would refuse is no bundle
+        onnx, runtime = None, {"kind": "sklearn", "reason": "not compiled (compile_onnx=False)"}
+        if compile_onnx:
+            rows, rows_from = check or (np.asarray(spec.example, dtype=float),
+                                        "the spec's example rows")
+            onnx, runtime = compile_model(model, spec.output, rows, rows_from)
         if directory.exists():
             shutil.rmtree(directory)
         directory.mkdir(parents=True)
         shutil.copy2(model_file, directory / MODEL_FILE)
+        if onnx is not None:
+            (directory / ONNX_FILE).write_bytes(onnx)
+            runtime["sha256"] = sha256_file(directory / ONNX_FILE)
 
     tags = info.tags
     metadata = BundleMetadata(
@@ -72,6 +93,7 @@ def export_bundle(registry: Registry, version: int, directory: Path,
         output=spec.output,
         prediction_range=list(spec.prediction_range),
         example=[list(row) for row in spec.example],
+        runtime=runtime,
     )
     metadata.write(directory)
     try:
@@ -79,7 +101,8 @@ def export_bundle(registry: Registry, version: int, directory: Path,
     except MlopsError:
         shutil.rmtree(directory)  # no half bundle: a card that fails its check is no card
         raise
-    logger.info("exported %s v%s to %s", registry.name, version, directory)
+    logger.info("exported %s v%s to %s (served by %s)", registry.name, version, directory,
+                metadata.runtime_kind)
     return metadata
 
 
@@ -172,6 +195,8 @@ def export_set(registry: Registry, version: int, directory: Path,
         partition_keys=list(set_metadata["partition_keys"]),
         set_index_sha256=sha256_file(directory / SET_INDEX_FILE),
         example_partition={k: _number(v) for k, v in example_partition.items()},
+        runtime={"kind": "sklearn", "reason": "a many-models set: partition models are loaded "
+                 "on demand and run by scikit-learn"},
     )
     metadata.write(directory)
     try:
@@ -199,8 +224,8 @@ def _check_replaceable(directory: Path) -> None:
         raise UsageError(f"{directory} exists and is not a directory: choose another --out")
     if directory.is_dir():
         contents = {p.name for p in directory.iterdir()}
-        if contents and not contents <= {MODEL_FILE, METADATA_FILE, "models.zip", "index.json",
-                                         "model_card.json", "model_card.md"}:
+        if contents and not contents <= {MODEL_FILE, ONNX_FILE, METADATA_FILE, "models.zip",
+                                         "index.json", "model_card.json", "model_card.md"}:
             raise UsageError(
                 f"{directory} is not empty and not a model bundle: choose another --out "
                 "(a bundle directory is replaced, anything else is left alone)")

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ml_service.registry.compiled import check_rows
 from ml_service.registry.export import export_bundle
 from ml_service.errors import MlopsError, UsageError
 from ml_service.release.ports import ReleaseError
@@ -33,6 +34,7 @@ logger = logging.getLogger(__name__)
 PROJECT = Path(__file__).resolve().parents[2]
 DOCKERFILE = PROJECT / "environments" / "scoring" / "Dockerfile"
 SCORING_REQUIREMENTS = PROJECT / "environments" / "scoring" / "requirements.txt"
+SCORING_SKLEARN_REQUIREMENTS = PROJECT / "environments" / "scoring" / "requirements-sklearn.txt"
 #: cyclonedx-py, run in the build stage to write the image's SBOM.
 SBOM_REQUIREMENTS = PROJECT / "environments" / "scoring" / "sbom-requirements.txt"
 
@@ -64,11 +66,11 @@ def docker_client() -> Any:
     return client
 
 
-def gather_wheels(settings: Settings) -> dict[str, Path]:
+def gather_wheels(settings: Settings, runtime: str = "onnx") -> dict[str, Path]:
     """Download the scoring image's wheels on the host, checked against their hashes.
 
-    The requirements are ``environments/scoring/requirements.txt`` and, for the
-    SBOM tool of the build stage, ``sbom-requirements.txt`` (exported from
+    The requirements are :func:`requirements_for` the bundle's runtime and, for
+    the SBOM tool of the build stage, ``sbom-requirements.txt`` (exported from
     uv.lock by ``make environments``); the project's own wheel is built from
     the checkout. Each goes to a directory of its own, so that the Docker
     layers installing the (rarely changing) dependencies are reused from the
@@ -80,9 +82,10 @@ def gather_wheels(settings: Settings) -> dict[str, Path]:
         builds, so only new pins are downloaded.
     """
     build = settings.build_dir.resolve()
-    dirs = {name: build / name for name in ("wheels", "sbom-wheels", "project")}
+    dirs = {"wheels": build / f"wheels-{runtime}", "sbom-wheels": build / "sbom-wheels",
+            "project": build / "project"}
     arch = platform.machine()
-    for requirements, name in ((SCORING_REQUIREMENTS, "wheels"),
+    for requirements, name in ((requirements_for(runtime), "wheels"),
                                (SBOM_REQUIREMENTS, "sbom-wheels")):
         dirs[name].mkdir(parents=True, exist_ok=True)
         _run(
@@ -94,8 +97,8 @@ def gather_wheels(settings: Settings) -> dict[str, Path]:
              "-r", str(requirements), "--dest", str(dirs[name])],
             f"download the {name}",
         )
-    for stale in dirs["wheels"].glob("mlops_template-*.whl"):  # where older builds kept it
-        stale.unlink()
+    if (build / "wheels").is_dir():  # where older builds kept every wheel
+        shutil.rmtree(build / "wheels")
     if dirs["project"].exists():
         shutil.rmtree(dirs["project"])
     _run(
@@ -144,6 +147,15 @@ def ensure_base_image(client: Any, reference: str) -> str:
         ) from None
 
 
+def requirements_for(runtime: str) -> Path:
+    """The image's requirements: onnxruntime for an ONNX bundle, else scikit-learn and skops."""
+    return SCORING_REQUIREMENTS if runtime == "onnx" else SCORING_SKLEARN_REQUIREMENTS
+
+
+#: Modules the build stage imports to prove the environment can serve the bundle.
+IMPORT_CHECK = {"onnx": "onnxruntime", "sklearn": "sklearn.pipeline sklearn.linear_model skops.io"}
+
+
 def build_image(settings: Settings, registry: Registry, spec: ModelSpec, version: int,
                 client: Any = None) -> tuple[str, str]:
     """Build the scoring image for ``version`` with no network during the build.
@@ -155,17 +167,19 @@ def build_image(settings: Settings, registry: Registry, spec: ModelSpec, version
 
     client = client or docker_client()
     ensure_base_image(client, settings.base_image)
-    wheel_dirs = gather_wheels(settings)
     context = settings.build_dir.resolve() / "context"
     if context.exists():
         shutil.rmtree(context)
     context.mkdir(parents=True)
+    metadata = export_bundle(registry, version, context / "bundle", spec,
+                             check=check_rows(settings, spec))
+    runtime = metadata.runtime_kind
+    wheel_dirs = gather_wheels(settings, runtime)
     shutil.copy2(DOCKERFILE, context / "Dockerfile")
-    shutil.copy2(SCORING_REQUIREMENTS, context / "requirements.txt")
+    shutil.copy2(requirements_for(runtime), context / "requirements.txt")
     shutil.copy2(SBOM_REQUIREMENTS, context / "sbom-requirements.txt")
     for name, directory in wheel_dirs.items():
         shutil.copytree(directory, context / name)
-    metadata = export_bundle(registry, version, context / "bundle", spec)
 
     tag = f"{settings.image_name}:v{version}"
     started = time.perf_counter()
@@ -183,12 +197,15 @@ def build_image(settings: Settings, registry: Registry, spec: ModelSpec, version
                 "MODEL_VERSION": str(version),
                 "GIT_COMMIT": metadata.git_commit,
                 "MODEL_SHA256": metadata.sha256,
+                "MODEL_RUNTIME": runtime,
+                "IMPORT_CHECK": IMPORT_CHECK[runtime],
             },
         )
     except BuildError as exc:
         log = "".join(chunk.get("stream", "") for chunk in exc.build_log)[-2000:]
         raise MlopsError(f"docker build failed: {exc.msg}\n{log}") from None
-    logger.info("built %s (%s) in %.1fs", tag, image.id, time.perf_counter() - started)
+    logger.info("built %s (%s, model run by %s) in %.1fs", tag, image.id, runtime,
+                time.perf_counter() - started)
     registry.set_version_tag(version, "image.id", image.id)
     registry.set_version_tag(version, "image.tag", tag)
     store_sbom(settings, registry, version, DockerInspector(client).sbom(image.id))

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from ml_service.bundle import PREDICTION_ATOL, PREDICTION_RTOL
 from ml_service.net import wait_for_http
 from ml_service.release.ports import ReleaseError, ReleaseRegistry, SmokeCheck
 from ml_service.spec import ModelSpec
@@ -45,10 +46,14 @@ def smoke_test(url: str, version: int, expected: np.ndarray, rows: list[list[flo
     if served != version:
         raise ReleaseError(f"{url} serves version {served}, expected {version}")
     got = np.asarray(body.get("result"), dtype=float)
-    if got.shape != expected.shape or not np.allclose(got, expected, rtol=1e-9, atol=1e-9):
+    # The tolerance the bundle's compiled form was checked with (an image may
+    # serve the model's ONNX form, equal to it up to rounding).
+    if got.shape != expected.shape or not np.allclose(got, expected, rtol=PREDICTION_RTOL,
+                                                      atol=PREDICTION_ATOL):
         raise ReleaseError(
             f"{url} predictions {got.round(4).tolist()} differ from the registry model's "
-            f"{expected.round(4).tolist()}"
+            f"{expected.round(4).tolist()} (tolerance rtol={PREDICTION_RTOL:g}, "
+            f"atol={PREDICTION_ATOL:g})"
         )
 
 

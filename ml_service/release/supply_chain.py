@@ -9,7 +9,8 @@ straight from an image, without running it, and hashes them:
   ``sbom/scoring.cdx.json``, tag ``image.sbom.sha256``) and written to
   ``reports/sbom.cdx.json`` (the file the release workflow attests);
 - when QA passes, the hashes of the image that passed are recorded on the
-  version (``qa.sbom.sha256``, ``qa.model.sha256``);
+  version (``qa.sbom.sha256``, ``qa.model.sha256``: the served model file,
+  the ONNX form when the bundle has one);
 - before production (or a rollback) deploys anything, the image about to run
   is read again and must match that record (:func:`check_evidence`).
 
@@ -137,19 +138,28 @@ class DockerInspector:
         return self.read(image, SBOM_PATH)
 
     def evidence(self, image: str) -> dict[str, str]:
-        """SHA-256 of the image's SBOM and of its model file (checked against its metadata).
+        """SHA-256 of the image's SBOM and of the model file it serves.
+
+        The served file is the bundle's ONNX form when it has one, else the
+        model file; each file in the bundle must match the hash its own
+        metadata.json states.
 
         Raises:
-            ReleaseError: If a file is missing, or the model file does not match
-                the hash its own metadata.json states.
+            ReleaseError: If a file is missing, or does not match its metadata.
         """
         metadata = json.loads(self.read(image, f"{MODEL_DIR}/metadata.json"))
-        name = "models.zip" if metadata.get("partition_keys") else "model.skops"
-        model = sha256(self.read(image, f"{MODEL_DIR}/{name}"))
-        if model != metadata.get("sha256"):
-            raise ReleaseError(f"image {image[:70]}'s model file does not match its own "
-                               f"metadata ({model[:12]} != {str(metadata.get('sha256'))[:12]})")
-        return {"sbom.sha256": sha256(self.sbom(image)), "model.sha256": model}
+        files = [("models.zip" if metadata.get("partition_keys") else "model.skops",
+                  metadata.get("sha256"))]
+        runtime = metadata.get("runtime") or {}
+        if runtime.get("kind") == "onnx":
+            files.append((runtime.get("file", "model.onnx"), runtime.get("sha256")))
+        served = ""
+        for name, expected in files:
+            served = sha256(self.read(image, f"{MODEL_DIR}/{name}"))
+            if served != expected:
+                raise ReleaseError(f"image {image[:70]}'s {name} does not match its own "
+                                   f"metadata ({served[:12]} != {str(expected)[:12]})")
+        return {"sbom.sha256": sha256(self.sbom(image)), "model.sha256": served}
 
 
 CYCLONEDX_PREDICATE = "https://cyclonedx.org/bom"

@@ -23,48 +23,30 @@ stays small.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import re
-import uuid
-import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import msgspec
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.concurrency import run_in_threadpool
 
-from ml_service.bundle import MODEL_FILE, BundleMetadata, sha256_file
+from ml_service.bundle import MODEL_FILE, ONNX_FILE, BundleMetadata, sha256_file
 from ml_service.serving.metrics import MetricsMiddleware, ServiceMetrics
-from ml_service.serving.model_set import ServedSet, SetIntegrityError, UnknownPartition
-from ml_service.serving.requests import check_json, check_row_count, read_body, reject_constant
+from ml_service.serving.onnx_model import OnnxPredictor
+from ml_service.serving.model_set import ServedSet, SetIntegrityError
+from ml_service.serving.scoring import ScoreHandler, ScoreRoute
 from ml_service.serving.schema import score_request_schema
-from ml_service.serving.scoring_log import Batch, ScoringLog, now_iso
-from ml_service.serving.validation import RequestError, RowValidator
+from ml_service.serving.scoring_log import ScoringLog
+from ml_service.serving.validation import RequestError
 from ml_service.settings import Settings
-from ml_service.spec import predictions
 
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 logger = logging.getLogger(__name__)
-
-
-def partition_key(keys: list[str], values: list[Any]) -> str:
-    """``store=3/product=7``: the same key string training writes (see ml_service.many)."""
-    def plain(value: Any) -> str:
-        if isinstance(value, float) and value.is_integer():
-            return str(int(value))
-        return str(value)
-
-    return "/".join(f"{k}={plain(v)}" for k, v in zip(keys, values, strict=True))
 
 
 class ModelIntegrityError(RuntimeError):
@@ -72,22 +54,23 @@ class ModelIntegrityError(RuntimeError):
 
 
 def load_bundle(directory: Path, expected_sha256: str | None = None,
-                cache_size: int = 1_000) -> tuple[Any, BundleMetadata]:
+                cache_size: int = 1_000, runtime: str = "auto") -> tuple[Any, BundleMetadata]:
     """Load a bundle's model after checking its SHA-256.
 
     Args:
         directory: Bundle directory (model file and metadata.json).
         expected_sha256: Hash to check against; defaults to the one in metadata.json.
+        cache_size: Many-models sets: partition models held at once.
+        runtime: ``auto`` (the ONNX form when the bundle has one), ``onnx`` or ``sklearn``.
 
     Returns:
-        (model, metadata)
+        (model, metadata): the model has scikit-learn's ``predict``/``predict_proba``.
 
     Raises:
-        ModelIntegrityError: If the file's hash is not the expected one.
+        ModelIntegrityError: If a file's hash is not the expected one.
         FileNotFoundError: If the bundle is incomplete.
+        RuntimeError: If the runtime asked for is not in the bundle or this environment.
     """
-    import skops.io
-
     metadata = BundleMetadata.read(directory)
     expected = (expected_sha256 or metadata.sha256).lower()
     if metadata.partition_keys:
@@ -102,12 +85,26 @@ def load_bundle(directory: Path, expected_sha256: str | None = None,
             f"model file {directory / MODEL_FILE} has SHA-256 {actual}, expected {expected}: "
             "refusing to serve a model that is not the one this bundle was built with"
         )
+    if runtime == "onnx" or (runtime == "auto" and metadata.runtime_kind == "onnx"):
+        if metadata.runtime_kind != "onnx":
+            raise RuntimeError(f"MLOPS_MODEL_RUNTIME=onnx, but the bundle has no ONNX form: "
+                               f"{metadata.runtime.get('reason', 'made before compiled forms')}")
+        onnx = directory / ONNX_FILE
+        found = sha256_file(onnx)
+        if found != metadata.runtime.get("sha256"):
+            raise ModelIntegrityError(
+                f"{onnx} has SHA-256 {found}, expected {metadata.runtime.get('sha256')}: "
+                "refusing to serve a compiled model that is not the one checked at bundle time")
+        return OnnxPredictor(onnx.read_bytes(), metadata.output), metadata
+    try:
+        import skops.io
+    except ImportError:
+        raise RuntimeError("this environment has no scikit-learn and skops (an image for ONNX "
+                           "bundles), and this bundle must be run by scikit-learn: "
+                           f"{metadata.runtime.get('reason', 'made before compiled forms')}"
+                           ) from None
     model = skops.io.load(directory / MODEL_FILE, trusted=[])
     return model, metadata
-
-
-#: Bodies up to this size are scored on the event loop (about 20 rows of ten features).
-_INLINE_BODY_BYTES = 2048
 
 
 def read_card(directory: Path, metadata: BundleMetadata) -> tuple[bytes | None, str]:
@@ -138,64 +135,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """
     settings = settings or Settings()
     model, metadata = load_bundle(settings.bundle_dir, settings.model_sha256,
-                                  settings.model_cache_size)
+                                  settings.model_cache_size, settings.model_runtime)
     served_set = model if isinstance(model, ServedSet) else None
     keys = metadata.partition_keys
     contract = metadata.data_contract
-    validate = RowValidator(contract, settings.max_rows)
-    busy = asyncio.Semaphore(settings.max_concurrent_scoring)
-
-    def _partition(given: Any) -> tuple[Any, dict[str, Any]]:
-        """The model of the request's partition, and what the answer says about it."""
-        assert served_set is not None
-        if not isinstance(given, dict):
-            raise RequestError(f'a many-models set needs "partition": an object with '
-                               f'{", ".join(keys)}')
-        absent = [k for k in keys if k not in given]
-        extra = sorted(set(given) - set(keys))
-        if absent or extra:
-            raise RequestError(f"partition must name exactly {', '.join(keys)}"
-                               + (f"; missing {', '.join(absent)}" if absent else "")
-                               + (f"; unknown {', '.join(extra)}" if extra else ""))
-        values = [given[k] for k in keys]
-        if not all(isinstance(v, (str, int, float)) and not isinstance(v, bool)
-                   for v in values):
-            raise RequestError("partition values must be numbers or strings")
-        key = partition_key(keys, values)
-        try:
-            chosen = served_set.model(key)
-        except UnknownPartition:
-            raise RequestError(f"no model for partition {key} in this set") from None
-        return chosen, {"partition": key, "source_version": served_set.source_version(key),
-                        "values": tuple(values)}
-
-    def _payload(body: bytes) -> dict[str, Any]:
-        """The body parsed by the standard library: the precise path for errors."""
-        try:
-            payload = json.loads(body, parse_constant=reject_constant)
-        except RequestError:
-            raise
-        except (ValueError, RecursionError):
-            raise RequestError("request body is not valid JSON") from None
-        if not isinstance(payload, dict) or "data" not in payload:
-            raise RequestError('request body must be a JSON object with a "data" list')
-        return payload
-
-    def _predict(body: bytes) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-        fast = validate.fast(body)
-        if fast is not None:  # the common, valid request: decoded and checked in C and numpy
-            matrix, given = fast
-            chosen, about = _partition(given) if served_set is not None else (model, {})
-        else:  # records, or something to name precisely (partition first, then rows)
-            payload = _payload(body)
-            chosen, about = (_partition(payload.get("partition")) if served_set is not None
-                             else (model, {}))
-            matrix = validate(payload["data"])
-        with warnings.catch_warnings():
-            # The pipeline was fitted on a DataFrame; rows arrive as a bare
-            # array in contract order, which is what it expects.
-            warnings.simplefilter("ignore", UserWarning)
-            return matrix, predictions(chosen, matrix, metadata.output), about
 
     metrics = ServiceMetrics(metadata)
     if served_set is not None:
@@ -229,9 +172,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # No redirect from /score/ to /score: its Location would be built from
         # the client's Host header.
         redirect_slashes=False,
+        # The service exports Prometheus metrics (/metrics) and the image has
+        # no OpenTelemetry SDK: FastAPI's own instrumentation would only cost
+        # its per-request checks (about a tenth of a single-row request).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.scoring_log = scoring_log
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    handler = ScoreHandler(settings, model, metadata, served_set, metrics, scoring_log)
 
     @app.exception_handler(RequestError)
     async def request_error(_: Request, exc: RequestError) -> JSONResponse:
@@ -253,39 +201,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    503: {"description": "The scoring log is full: retry later"}},
     )
     async def score(request: Request) -> Response:
-        """Predict for each row of ``data``."""
-        check_json(request)
-        body = await read_body(request, settings.max_body_bytes)
-        check_row_count(body, settings.max_rows)
-        # Parsing, validation and prediction are CPU work. A small body (a
-        # few rows: well under a millisecond) is scored right here, which
-        # spares the hop to a thread; a larger one goes to a worker thread,
-        # so the event loop keeps answering /health. At most
-        # MLOPS_MAX_CONCURRENT_SCORING requests are scored at once.
-        async with busy:
-            if len(body) <= _INLINE_BODY_BYTES:
-                matrix, predictions, about = _predict(body)
-            else:
-                matrix, predictions, about = await run_in_threadpool(_predict, body)
-        given = request.headers.get("x-request-id", "")
-        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
-        values = about.pop("values", ())
-        if scoring_log is not None and not scoring_log.submit(
-            Batch(request_id, now_iso(), matrix, predictions, values,
-                  about.get("source_version"))
-        ):
-            metrics.log_refused.inc()
-            return JSONResponse(
-                {"detail": "the scoring log is behind; retry shortly", "row": None,
-                 "feature": None},
-                status_code=503, headers={"Retry-After": "1"},
-            )
-        metrics.rows.inc(len(predictions))
-        metrics.predictions.observe_many(predictions)
-        answer = {"result": predictions.tolist(), "model": {**model_ref, **about},
-                  "request_id": request_id}
-        return Response(msgspec.json.encode(answer), media_type="application/json",
-                        headers={"X-Request-ID": request_id})
+        """Predict for each row of ``data``.
+
+        Served by :class:`ml_service.serving.scoring.ScoreRoute` ahead of
+        FastAPI's routing; this endpoint gives the same answer.
+        """
+        status, body, headers = await handler.respond(request.scope["headers"],
+                                                      request.receive)
+        return Response(body, status, headers={k.decode(): v.decode() for k, v in headers})
+
+    score_route = next(r for r in app.routes if getattr(r, "path", None) == "/score")
+    # The last added is the outermost: the metrics middleware counts /score too.
+    app.add_middleware(ScoreRoute, handler=handler, route=score_route)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -97,12 +98,19 @@ class PredictionHistogram:
 
     def __init__(self, edges: np.ndarray):
         self.edges = np.asarray(edges, dtype=float)
+        self._edges = self.edges.tolist()
         self.counts = np.zeros(len(self.edges) + 1, dtype=np.int64)  # the last: above all
         self.total = 0.0
         self._lock = threading.Lock()
 
     def observe_many(self, values: np.ndarray) -> None:
         """Count ``values`` (a bucket holds the values up to its edge, Prometheus' ``le``)."""
+        if len(values) <= 4:  # a few values: numpy's per-call cost is more than the work
+            with self._lock:
+                for value in values.tolist():
+                    self.counts[bisect.bisect_left(self._edges, value)] += 1
+                    self.total += value
+            return
         counts = np.bincount(np.searchsorted(self.edges, values, side="left"),
                              minlength=len(self.counts))
         with self._lock:
@@ -124,6 +132,8 @@ class MetricsMiddleware:
 
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics):
         self.app, self.metrics = app, metrics
+        # The labelled children, looked up once per (route, status).
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -142,6 +152,11 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
-            code = str(status["code"])
-            self.metrics.requests.labels(path, code).inc()
-            self.metrics.latency.labels(path, code).observe(time.perf_counter() - start)
+            key = (path, status["code"])
+            children = self._children.get(key)
+            if children is None:
+                code = str(status["code"])
+                children = self._children[key] = (self.metrics.requests.labels(path, code),
+                                                  self.metrics.latency.labels(path, code))
+            children[0].inc()
+            children[1].observe(time.perf_counter() - start)

@@ -1,8 +1,6 @@
-"""Reading a /score request: media type, body size and row count, before any parsing."""
+"""Checking a /score request before any parsing: media type and row count."""
 
 from __future__ import annotations
-
-from fastapi import Request
 
 from ml_service.serving.validation import RequestError
 
@@ -10,36 +8,17 @@ from ml_service.serving.validation import RequestError
 CLIENT_CLOSED = 499
 
 
-def check_json(request: Request) -> None:
+def media_type(content_type: str) -> None:
     """Only JSON is scored: a form or text body (a cross-site form post) is 415.
 
     A request with no Content-Type at all is read as JSON: browsers always
     label what they send, so that is not the cross-site case.
     """
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    media = content_type.split(";")[0].strip().lower()
     if media and media != "application/json" and not (media.startswith("application/")
                                                       and media.endswith("+json")):
         raise RequestError(f"Content-Type must be application/json, got {media or 'none'}",
                            status=415)
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    from starlette.requests import ClientDisconnect
-
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise RequestError(f"request body of {declared} bytes exceeds {limit}", status=413)
-    chunks, size = [], 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise RequestError(f"request body exceeds {limit} bytes", status=413)
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise RequestError("the client closed the connection before its body arrived",
-                           status=CLIENT_CLOSED) from None
-    return b"".join(chunks)
 
 
 def check_row_count(body: bytes, max_rows: int) -> None:

@@ -213,9 +213,9 @@ class ScoringLog:
         handle = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
         self._file = handle
         self._opened = time.monotonic()
-        return handle
         self._size = 0
         self.files_written += 1
+        return handle
 
     def _make_room(self) -> None:
         """Delete the oldest closed files until a new full file fits under max_total."""

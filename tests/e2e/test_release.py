@@ -152,22 +152,25 @@ def _read(client, image: str, path: str) -> bytes:
 
 
 def _broken_image(client, env: dict, image_v1: str) -> str:
-    """v2's image serving v1's model file under metadata that claims v3."""
+    """v2's image serving v1's model (its file and ONNX form) under metadata that claims v3."""
     import hashlib
 
     image_v2 = registry(env).get_model_version(env["MLOPS_MODEL_NAME"], "2").tags["image.id"]
     model = _read(client, image_v1, "/opt/model/model.skops")
+    onnx = _read(client, image_v1, "/opt/model/model.onnx")
     digest = hashlib.sha256(model).hexdigest()
     metadata = json.loads(_read(client, image_v2, "/opt/model/metadata.json"))
     metadata.update(version=3, sha256=digest)
+    metadata["runtime"]["sha256"] = hashlib.sha256(onnx).hexdigest()
     card = json.loads(_read(client, image_v2, "/opt/model/model_card.json"))
     card["model"]["version"] = 3  # a consistent lie: the service starts and serves it
     files = {
         "Dockerfile": (
-            f"FROM {image_v2}\nCOPY model.skops metadata.json model_card.json /opt/model/\n"
-            f"ENV MLOPS_MODEL_SHA256={digest}\n"
+            f"FROM {image_v2}\nCOPY model.skops model.onnx metadata.json model_card.json "
+            f"/opt/model/\nENV MLOPS_MODEL_SHA256={digest}\n"
         ).encode(),
         "model.skops": model,
+        "model.onnx": onnx,
         "metadata.json": json.dumps(metadata).encode(),
         "model_card.json": json.dumps(card).encode(),
     }
@@ -194,14 +197,18 @@ def test_the_image_runs_as_non_root_healthy_and_refuses_a_wrong_model_hash(env, 
     assert image.attrs["Config"]["User"] == "10001:10001"
     assert "Healthcheck" in image.attrs["Config"]
 
-    # scikit-learn in the image is the version training used
-    import sklearn
+    # The model is served by its ONNX form: onnxruntime in the image is the
+    # version its conversion was checked with at bundle time, and neither
+    # scikit-learn nor onnxruntime's C API library (unused by Python) is there.
+    import onnxruntime
 
-    version = docker_client.containers.run(
-        image.id, ["/opt/venv/bin/python", "-c", "import sklearn; print(sklearn.__version__)"],
-        remove=True,
-    ).decode().strip()
-    assert version == sklearn.__version__
+    assert labels["io.github.mlops-template.model.runtime"] == "onnx"
+    found = docker_client.containers.run(image.id, ["/opt/venv/bin/python", "-c", """
+import importlib.util, onnxruntime, pathlib
+print(onnxruntime.__version__, importlib.util.find_spec("sklearn") is None,
+      list(pathlib.Path(onnxruntime.__file__).parent.rglob("libonnxruntime.so*")))
+"""], remove=True).decode().split()
+    assert found == [onnxruntime.__version__, "True", "[]"]
     # what the service needs to ship its scoring log to object storage
     docker_client.containers.run(
         image.id, ["/opt/venv/bin/python", "-c", "import adlfs, fsspec"], remove=True)
@@ -217,7 +224,7 @@ site = pathlib.Path(sys.prefix, "lib", f"python{sys.version_info[0]}.{sys.versio
 found = [m for m in ("pip", "setuptools") if importlib.util.find_spec(m)]
 found += [str(p) for p in site.rglob("tests") if p.is_dir()][:3]
 found += [str(p) for p in pathlib.Path("/tmp").iterdir()]
-found += [] if any(site.rglob("sklearn/__pycache__/*.pyc")) else ["no .pyc"]
+found += [] if any(site.rglob("numpy/__pycache__/*.pyc")) else ["no .pyc"]
 print(found)
 """], remove=True).decode().strip()
     assert leftovers == "[]"
@@ -259,6 +266,11 @@ def test_the_bundle_hash_in_the_image_matches_the_registry_model(env, tmp_path, 
     metadata = json.loads((bundle / "metadata.json").read_text())
     assert metadata["sha256"] == sha256_file(bundle / "model.skops")
     assert metadata["version"] == 1 and metadata["feature_names"][0] == "age"
+    runtime = metadata["runtime"]  # the ONNX form, checked on the examples and the holdout
+    assert runtime["kind"] == "onnx" and runtime["sha256"] == sha256_file(bundle / "model.onnx")
+    assert runtime["checked_on"] == "the spec's example rows and the holdout of diabetes.csv"
+    assert runtime["max_abs_difference"] <= 1e-9 and runtime["checked_rows"] > 80
+    assert "served by ONNX, checked on" in result.stdout
 
 
 def test_push_then_promote_on_an_engine_without_the_image_pulls_the_same_digest(

@@ -54,8 +54,15 @@ def test_files_rotate_at_the_size_limit_without_losing_rows(tmp_path):
     for i in range(40):
         assert log.submit(Batch(f"r{i}", now_iso(), np.ones((5, 10)), np.arange(5.0)))
     log.close()
-    assert len(list(tmp_path.glob("scoring-*.jsonl"))) > 1
+    files = sorted(tmp_path.glob("scoring-*.jsonl"))
     assert len(read_logs(tmp_path)) == 200 == log.rows_written
+    # A file is closed only when the next batch would not fit: every file but
+    # the last holds as many whole batches as fit in 10,000 bytes.
+    sizes = [path.stat().st_size for path in files]
+    lines = [path.read_bytes().count(b"\n") for path in files]
+    batch = max(size * 5 // count for size, count in zip(sizes, lines))  # bytes per batch
+    assert 1 < len(files) == log.files_written
+    assert all(10_000 - batch < size <= 10_000 for size in sizes[:-1]), sizes
 
 
 def test_a_full_queue_refuses_instead_of_dropping(tmp_path, monkeypatch):

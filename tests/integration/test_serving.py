@@ -20,15 +20,16 @@ NAMES = CONTRACT.feature_names
 ROW = [59.0, 2.0, 32.1, 101.0, 157.0, 93.2, 38.0, 4.0, 4.8598, 87.0]
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    """A bundle made straight from a trained model, as `mlops bundle` would write it."""
+@pytest.fixture(scope="module", params=["onnx", "sklearn"])
+def bundle(request, tmp_path_factory):
+    """A bundle made straight from a trained model, as `mlops bundle` would write it:
+    served by its ONNX form, and by scikit-learn (a model skl2onnx cannot convert)."""
     import pandas as pd
 
     directory = tmp_path_factory.mktemp("bundle")
     model = fit(pd.read_csv(DATA), {"alpha": 1.0})
-    write_bundle(directory, model, version=7, git_commit="abc123", dataset_digest="d1g3st",
-                 metrics={"rmse": 50.0})
+    write_bundle(directory, model, runtime=request.param, version=7, git_commit="abc123",
+                 dataset_digest="d1g3st", metrics={"rmse": 50.0})
     return directory, model
 
 
@@ -270,3 +271,89 @@ def test_a_client_that_disconnects_mid_upload_is_counted_499_not_a_server_error(
         metrics = fresh.get("/metrics").text
     assert 'scoring_requests_total{route="/score",status="499"} 1.0' in metrics
     assert 'status="500"' not in metrics
+
+
+def _rows(count):
+    import pandas as pd
+
+    return pd.read_csv(DATA)[NAMES].astype(float).head(count).values.tolist()
+
+
+def test_a_large_request_takes_the_flat_path_and_scores_what_the_model_predicts(client, bundle):
+    from ml_service.bundle import PREDICTION_ATOL, PREDICTION_RTOL
+    from ml_service.serving.scoring import FLAT_BODY_BYTES
+
+    _, model = bundle
+    rows = _rows(400)
+    body = json.dumps({"data": rows}, separators=(", ", ":\n "))  # any whitespace
+    assert len(body) > FLAT_BODY_BYTES
+    response = client.post("/score", content=body)
+    assert response.status_code == 200
+    import pandas as pd
+
+    expected = model.predict(pd.DataFrame(rows, columns=NAMES))
+    np.testing.assert_allclose(response.json()["result"], expected, rtol=PREDICTION_RTOL,
+                               atol=PREDICTION_ATOL)
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda rows: rows.__setitem__(317, rows[317][:9]), "row 317: expected 10 values"),
+    (lambda rows: rows.__setitem__(318, rows[318] + [1.0]), "row 318: expected 10 values"),
+    (lambda rows: rows[250].__setitem__(4, 1e6), "row 250, feature 's1': 1e+06 is outside"),
+    (lambda rows: rows[3].__setitem__(1, 1.5), "row 3, feature 'sex': 1.5 is not one of"),
+    (lambda rows: rows[399].__setitem__(9, [90.0]), "row 399, feature 's6': expected a number"),
+    (lambda rows: rows.insert(5, 7.0), "row 5: expected a list of 10 numbers"),
+])
+def test_a_large_request_with_one_bad_value_names_its_row_and_feature(client, change, message):
+    rows = _rows(400)
+    change(rows)
+    response = score(client, rows)
+    assert response.status_code == 422
+    assert message in response.json()["detail"]
+
+
+def test_uneven_rows_that_hold_the_right_number_of_values_in_all_are_422(client):
+    rows = _rows(300)
+    rows[10], rows[11] = rows[10] + rows[11][:1], rows[11][1:]  # 11 and 9 values
+    response = score(client, rows)
+    assert response.status_code == 422
+    assert "row 10: expected 10 values" in response.json()["detail"]
+
+
+def test_a_duplicated_data_key_is_read_as_the_standard_library_reads_it(client):
+    rows = json.dumps(_rows(100))
+    response = client.post("/score", content='{"data": %s, "data": 3}' % rows)
+    assert response.status_code == 422
+    assert "'data' must be a list of rows, got a number" in response.json()["detail"]
+
+
+def test_a_tampered_onnx_file_stops_the_start(bundle, tmp_path):
+    from ml_service.bundle import ONNX_FILE, BundleMetadata
+
+    directory, _ = bundle
+    if BundleMetadata.read(directory).runtime_kind != "onnx":
+        pytest.skip("this bundle is served by scikit-learn")
+    copy = tmp_path / "bundle"
+    copy.mkdir()
+    for path in directory.iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    (copy / ONNX_FILE).write_bytes((directory / ONNX_FILE).read_bytes() + b"\0")
+    with pytest.raises(ModelIntegrityError, match="checked at bundle time"):
+        create_app(Settings(bundle_dir=copy))
+
+
+def test_the_runtime_can_be_chosen_and_both_predict_alike(bundle):
+    directory, _ = bundle
+    answers = {}
+    for runtime in ("onnx", "sklearn"):
+        settings = Settings(bundle_dir=directory, model_runtime=runtime)
+        try:
+            app = create_app(settings)
+        except RuntimeError as exc:  # a bundle without an ONNX form
+            assert "MLOPS_MODEL_RUNTIME=onnx, but the bundle has no ONNX form" in str(exc)
+            continue
+        with TestClient(app) as test_client:
+            answers[runtime] = score(test_client, _rows(50)).json()["result"]
+    assert "sklearn" in answers
+    if "onnx" in answers:
+        np.testing.assert_allclose(answers["onnx"], answers["sklearn"], rtol=1e-6, atol=1e-9)

@@ -146,7 +146,7 @@ def test_the_engine_is_joblib_unless_ray_is_asked_for():
 @pytest.mark.parametrize("values", [(3, 7), (3.0, 7), (np.int64(3), np.float64(7.0)),
                                     ("north", 12)])
 def test_the_service_names_a_partition_as_training_does(values):
-    from ml_service.serving.app import partition_key
+    from ml_service.serving.scoring import partition_key
 
     plain = [v.item() if isinstance(v, np.generic) else v for v in values]  # as JSON gives
     assert partition_key(list(KEYS), plain) == ds.partition_key(KEYS, values)
