@@ -7,7 +7,8 @@ Reported: requests/s and p50/p99 latency for single-row and 1,000-row
 requests, the ratios against MLflow's server and against a ceiling (a bare
 ASGI app on the same server settings, :mod:`ml_service.bench_ceiling`)
 measured in the same run, rows/s, the
-cost of the scoring log (the same service with the log on vs off), and,
+cost of the scoring log (the same service with the log on vs off), the gain
+of the model's runtime (the bundle's ONNX form vs scikit-learn), and,
 when a Docker engine is reachable, the image size and the time from
 ``docker run`` to healthy.
 """
@@ -148,6 +149,11 @@ def run_bench(settings: Settings, spec: ModelSpec, registry: Registry, version: 
                 ours, {**ours_env, "MLOPS_SCORING_LOG_DIR": None},
                 "MLOPS_SERVE_PORT", "/health", "/score", ours_bodies,
             ),
+            "scoring service, scikit-learn": (
+                ours, {**ours_env, "MLOPS_SCORING_LOG_DIR": None,
+                       "MLOPS_MODEL_RUNTIME": "sklearn"},
+                "MLOPS_SERVE_PORT", "/health", "/score", ours_bodies,
+            ),
             "scoring service + log": (
                 ours, {**ours_env, "MLOPS_SCORING_LOG_DIR": str(Path(tmp) / "scoring-log")},
                 "MLOPS_SERVE_PORT", "/health", "/score", ours_bodies,
@@ -214,10 +220,13 @@ def _ratios(results: list[LoadResult]) -> dict[str, dict[str, float]]:
         ours, theirs = by[("scoring service", shape)], by[("mlflow models serve", shape)]
         logged = by[("scoring service + log", shape)]
         ceiling = by[("bare ASGI (ceiling)", shape)]
+        sklearn = by[("scoring service, scikit-learn", shape)]
         ratios[shape] = {
             "throughput_x": round(ours.rps / theirs.rps, 2),
             "p99_ratio": round(ours.p99_ms / theirs.p99_ms, 2),
             "log_throughput_x": round(logged.rps / ours.rps, 2),
+            # the model's runtime: the bundle's (ONNX when it has one) against scikit-learn
+            "runtime_vs_sklearn_x": round(ours.rps / sklearn.rps, 2),
             "ceiling_share": round(ours.rps / ceiling.rps, 3),
             "ceiling_p99_ratio": round(ours.p99_ms / ceiling.p99_ms, 2),
             "rows_per_s": round(ours.rps * ROWS[shape]),
@@ -279,12 +288,14 @@ def render(report: dict[str, Any]) -> str:
             f"{r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} |"
         )
     lines += ["", "| request | rows/s | throughput vs MLflow | p99 vs MLflow | share of the "
-              "ceiling | p99 vs the ceiling | throughput with the log on |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+              "ceiling | p99 vs the ceiling | throughput with the log on | throughput vs "
+              "scikit-learn runtime |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for shape, ratio in report["ratios"].items():
         lines.append(f"| {shape} | {ratio['rows_per_s']:,} | {ratio['throughput_x']}x | "
                      f"{ratio['p99_ratio']}x | {ratio['ceiling_share']:.0%} | "
-                     f"{ratio['ceiling_p99_ratio']}x | {ratio['log_throughput_x']}x |")
+                     f"{ratio['ceiling_p99_ratio']}x | {ratio['log_throughput_x']}x | "
+                     f"{ratio['runtime_vs_sklearn_x']}x |")
     lines += ["", "The ceiling is a bare ASGI app on the same server settings that reads the "
               "body and answers a fixed document (`ml_service/bench_ceiling.py`)."]
     image = report["image"]

@@ -137,16 +137,22 @@ class DockerTarget:
 
     def statuses(self) -> list[dict[str, str]]:
         """Each stage container's stage, version, image and health."""
+        from docker.errors import NotFound
+
         found = []
-        for container in self.client.containers.list(all=True,
+        for container in self.client.containers.list(all=True, sparse=True,
                                                      filters={"label": STAGE_LABEL}):
+            try:
+                container.reload()
+            except NotFound:  # removed since it was listed (another release on this engine)
+                continue
             state = container.attrs.get("State", {})
             found.append(
                 {
                     "container": container.name,
                     "stage": container.labels.get(STAGE_LABEL, ""),
                     "version": container.labels.get(VERSION_LABEL, ""),
-                    "image": container.image.id[:19] if container.image else "",
+                    "image": str(container.attrs.get("Image", ""))[:19],
                     "status": state.get("Status", container.status),
                     "health": state.get("Health", {}).get("Status", ""),
                 }

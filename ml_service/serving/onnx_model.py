@@ -6,11 +6,17 @@ an ONNX form carries onnxruntime alone.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 
 from ml_service.spec import predictions
+
+# onnxruntime's Linux builds carry Microsoft's 1DS telemetry (opt-out since
+# 1.2x: session events, a device identifier, a cache file in /tmp). Off unless
+# the environment says otherwise; it must be set before onnxruntime starts.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 
 class OnnxPredictor:

@@ -79,8 +79,8 @@ def test_release_promote_replace_fail_safely_and_roll_back(env, tmp_path, docker
                                              card["evaluation"]["metrics"]}
     # ... and QA recorded what it tested: the image's SBOM and model hashes.
     assert v1.tags["qa.sbom.sha256"] == v1.tags["image.sbom.sha256"]
-    labels = docker_client.images.get(image_v1).labels
-    assert v1.tags["qa.model.sha256"] == labels["io.github.mlops-template.model.sha256"]
+    metadata = json.loads(_read(docker_client, image_v1, "/opt/model/metadata.json"))
+    assert v1.tags["qa.model.sha256"] == metadata["runtime"]["sha256"]  # the file it serves
     ok(make(env, "promote"))
     assert alias(env, "production") == 1 and served_version(env["MLOPS_PRODUCTION_PORT"]) == 1
     production = docker_client.containers.get(f"{env['MLOPS_MODEL_NAME']}-production")

@@ -187,17 +187,19 @@ def test_bench_compares_with_mlflow_models_serve(isolated, tmp_path):
     servers = {(r["server"], r["shape"]) for r in report["results"]}
     assert servers == {
         (server, shape)
-        for server in ("scoring service", "scoring service + log", "bare ASGI (ceiling)",
-                       "mlflow models serve")
+        for server in ("scoring service", "scoring service, scikit-learn",
+                       "scoring service + log", "bare ASGI (ceiling)", "mlflow models serve")
         for shape in ("1 row", "1000 rows")
     }
     assert all(r["errors"] == 0 and r["rps"] > 0 for r in report["results"])
     assert set(report["ratios"]) == {"1 row", "1000 rows"}
     ratios = report["ratios"]
-    assert all(r["log_throughput_x"] > 0 and r["ceiling_share"] > 0 for r in ratios.values())
+    assert all(r["log_throughput_x"] > 0 and r["ceiling_share"] > 0
+               and r["runtime_vs_sklearn_x"] > 0 for r in ratios.values())
     ours = {r["shape"]: r["rps"] for r in report["results"] if r["server"] == "scoring service"}
     assert ratios["1000 rows"]["rows_per_s"] == round(ours["1000 rows"] * 1000)
     assert "throughput vs MLflow" in result.stdout and "share of the ceiling" in result.stdout
+    assert "throughput vs scikit-learn runtime" in result.stdout
 
 
 @pytest.mark.parametrize("how", ["argument", "environment"])

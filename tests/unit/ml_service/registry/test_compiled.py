@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -94,3 +96,27 @@ def test_the_check_uses_the_examples_and_the_holdout():
     rows, rows_from = compiled.check_rows(Settings(data_path=DATA).for_model(SPEC), SPEC)
     assert rows_from == "the spec's example rows and the holdout of diabetes.csv"
     assert len(SPEC.example) + 40 < len(rows) < len(FEATURES)
+
+
+def test_onnxruntime_telemetry_is_off_unless_the_environment_turns_it_on(tmp_path):
+    """onnxruntime's Linux builds record sessions for Microsoft's telemetry (a
+    /tmp/.ses file, a device id, uploads) unless ORT_DISABLE_TELEMETRY is set
+    before it starts; the service sets it."""
+    import os
+    import subprocess
+    import sys
+
+    model = fit(pd.read_csv(DATA), {"alpha": 1.0})
+    payload, _ = compiled.compile_model(model, "predict", FEATURES, "the dataset")
+    (tmp_path / "model.onnx").write_bytes(payload)
+    marker = Path("/tmp/.ses")
+    before = marker.stat().st_mtime_ns if marker.exists() else None
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    script = ("import os, numpy as np; from ml_service.serving.onnx_model import OnnxPredictor; "
+              "p = OnnxPredictor(open('model.onnx', 'rb').read(), 'predict'); "
+              "p.predict(np.ones((1, 10))); print(os.environ['ORT_DISABLE_TELEMETRY'])")
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "1"
+    assert (marker.stat().st_mtime_ns if marker.exists() else None) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
