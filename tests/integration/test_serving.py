@@ -327,19 +327,16 @@ def test_a_duplicated_data_key_is_read_as_the_standard_library_reads_it(client):
     assert "'data' must be a list of rows, got a number" in response.json()["detail"]
 
 
-def test_a_tampered_onnx_file_stops_the_start(bundle, tmp_path):
-    from ml_service.bundle import ONNX_FILE, BundleMetadata
+def test_a_tampered_onnx_file_stops_the_start(tmp_path):
+    import pandas as pd
 
-    directory, _ = bundle
-    if BundleMetadata.read(directory).runtime_kind != "onnx":
-        pytest.skip("this bundle is served by scikit-learn")
-    copy = tmp_path / "bundle"
-    copy.mkdir()
-    for path in directory.iterdir():
-        (copy / path.name).write_bytes(path.read_bytes())
-    (copy / ONNX_FILE).write_bytes((directory / ONNX_FILE).read_bytes() + b"\0")
+    from ml_service.bundle import ONNX_FILE
+
+    write_bundle(tmp_path, fit(pd.read_csv(DATA), {"alpha": 1.0}), runtime="onnx")
+    create_app(Settings(bundle_dir=tmp_path))  # starts as written
+    (tmp_path / ONNX_FILE).write_bytes((tmp_path / ONNX_FILE).read_bytes() + b"\0")
     with pytest.raises(ModelIntegrityError, match="checked at bundle time"):
-        create_app(Settings(bundle_dir=copy))
+        create_app(Settings(bundle_dir=tmp_path))
 
 
 def test_the_runtime_can_be_chosen_and_both_predict_alike(bundle):
