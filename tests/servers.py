@@ -265,6 +265,21 @@ def kubectl_binary() -> str | None:
     return built[-1] if built else shutil.which("kubectl")
 
 
+def _listening(port: int) -> bool:
+    """Whether a socket of this machine listens on TCP ``port``, on any address
+    (Ray's runtime-env agent binds the host's address, not the node's)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            local, state = row.split()[1], row.split()[3]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
+
+
 class RayCluster:
     """A real local Ray cluster (`ray start --head` on 127.0.0.1), stopped on exit.
 
@@ -290,10 +305,12 @@ class RayCluster:
     def __enter__(self) -> RayCluster:
         if not self.ray.exists():
             unavailable("Ray is not installed (uv sync --group ray)", "REQUIRE_RAY")
+        self.runtime_env_port = free_port()
         ports = {"--port": self.port, "--ray-client-server-port": self.client_port,
                  "--dashboard-port": free_port(), "--dashboard-agent-listen-port": free_port(),
                  "--dashboard-agent-grpc-port": free_port(),
-                 "--runtime-env-agent-port": free_port(), "--metrics-export-port": free_port()}
+                 "--runtime-env-agent-port": self.runtime_env_port,
+                 "--metrics-export-port": free_port()}
         # Every process of the cluster is in a session of its own (workers too).
         starter = subprocess.Popen(
             [str(self.ray), "start", "--head", "--node-ip-address", "127.0.0.1",
@@ -303,6 +320,9 @@ class RayCluster:
              "--object-store-memory", str(200 * 2**20),
              "--disable-usage-stats", "--temp-dir", str(self.temp)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            # A Ray Client connection starts a server process for the driver;
+            # on a loaded two-core machine that can take longer than Ray's 30 s.
+            env={**os.environ, "RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S": "120"},
             start_new_session=True)
         self.session = starter.pid
         try:
@@ -313,7 +333,24 @@ class RayCluster:
         if starter.returncode != 0:
             self.__exit__()
             unavailable(f"`ray start --head` failed: {stderr.strip()[-500:]}", "REQUIRE_RAY")
+        # `ray start` returns before its agents listen: a Ray Client driver
+        # needs the runtime-env agent (the client server asks it for the
+        # driver's environment) and the client server itself.
+        for port in (self.runtime_env_port, self.client_port):
+            deadline = time.monotonic() + 60
+            while not _listening(port):
+                if time.monotonic() > deadline:
+                    self.__exit__()
+                    unavailable(f"the Ray cluster's port {port} is not listening after 60 s",
+                                "REQUIRE_RAY")
+                time.sleep(0.2)
         return self
+
+    def client_logs(self) -> str:
+        """The tail of the Ray Client servers' error logs (for a failing test's message)."""
+        found = sorted(self.temp.glob("session_*/logs/ray_client_server*.err"))
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+                         for p in found)
 
     def processes(self) -> list[int]:
         """The pids of this cluster's session (its head, agents and workers)."""

@@ -76,7 +76,7 @@ def test_a_driver_off_the_cluster_connects_through_the_ray_client(workdir, monke
     write(workdir / "data" / "sales", 2, 2, 40)
     monkeypatch.setenv("RAY_ADDRESS", ray_cluster.client_address)
     result, summary = Cli(workdir).run()
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0, result.output + ray_cluster.client_logs()
     assert summary["engine"] == "ray" and summary["counts"] == {"new": 4}
 
 
