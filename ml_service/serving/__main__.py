@@ -17,7 +17,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         app = create_app(settings)
-    except (ModelIntegrityError, FileNotFoundError) as exc:
+    except (ModelIntegrityError, FileNotFoundError, RuntimeError) as exc:
+        # A tampered or incomplete bundle, a runtime the bundle or the image
+        # lacks, a model card of another version: one line, exit code 3.
         logger.error("cannot start: %s", exc)
         raise SystemExit(3) from None
     http_server.run(app, settings.serve_host, settings.serve_port,

@@ -354,3 +354,21 @@ def test_the_runtime_can_be_chosen_and_both_predict_alike(bundle):
     assert "sklearn" in answers
     if "onnx" in answers:
         np.testing.assert_allclose(answers["onnx"], answers["sklearn"], rtol=1e-6, atol=1e-9)
+
+
+def test_a_runtime_the_bundle_lacks_stops_the_process_with_one_clear_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    write_bundle(tmp_path, fit(pd.read_csv(DATA), {"alpha": 1.0}), runtime="sklearn")
+    result = subprocess.run(
+        [sys.executable, "-m", "ml_service.serving"], capture_output=True, text=True,
+        timeout=60, env={**os.environ, "MLOPS_BUNDLE_DIR": str(tmp_path),
+                         "MLOPS_MODEL_RUNTIME": "onnx", "MLOPS_SERVE_PORT": "1"})
+    assert result.returncode == 3, result.stderr
+    assert ("cannot start: MLOPS_MODEL_RUNTIME=onnx, but the bundle has no ONNX form: "
+            "written without an ONNX form") in result.stderr
+    assert "Traceback" not in result.stderr
