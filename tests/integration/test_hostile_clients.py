@@ -5,6 +5,7 @@ Every loop here is bounded in count and time, and only talks to 127.0.0.1.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -77,7 +78,19 @@ def partial_body(sock, stop):
                  b"Content-Length: 1000\r\n\r\n{\"data\": [[59")
 
 
-@pytest.mark.parametrize("client", [silent, partial_headers, trickle, partial_body],
+def partial_second_request(sock, stop):
+    """A whole request, its answer, then half a second request on the same connection:
+    the deadline starts again with the second request's first bytes."""
+    body = json.dumps({"data": [ROW]}).encode()
+    sock.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    if stop.wait(0.3):
+        return
+    sock.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\n")
+
+
+@pytest.mark.parametrize("client", [silent, partial_headers, trickle, partial_body,
+                                    partial_second_request],
                          ids=lambda f: f.__name__)
 def test_a_client_that_never_finishes_its_request_is_disconnected(server, client):
     port, _ = server

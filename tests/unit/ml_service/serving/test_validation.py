@@ -105,3 +105,26 @@ def test_the_flat_path_counts_rows_itself_and_refuses_too_many():
     with pytest.raises(RequestError, match="too many rows: 1001 > 1000") as caught:
         VALIDATOR.flat(body)
     assert caught.value.status == 413
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1),
+       count=st.sampled_from([1, 2, 4, 5, 7, 2047, 2048, 2049, 5000]),
+       damage=st.sampled_from(["none", "low", "high", "nan", "inf", "code"]))
+def test_the_whole_matrix_check_agrees_with_the_per_value_mask(seed, count, damage):
+    """_valid (in Python for a few rows, else tiled bounds in chunks of rows) answers what
+    the per-value mask answers, on both sides of each size and wherever one value is wrong."""
+    rng = np.random.default_rng(seed)
+    low, high = VALIDATOR.minimum, VALIDATOR.maximum
+    matrix = low + rng.random((count, VALIDATOR.width)) * (high - low)
+    for j, allowed in VALIDATOR.allowed.items():
+        matrix[:, j] = rng.choice(allowed, count)
+    i, j = int(rng.integers(count)), int(rng.integers(VALIDATOR.width))
+    if damage == "code":
+        j = next(iter(VALIDATOR.allowed))
+        matrix[i, j] = VALIDATOR.allowed[j].mean()  # within range, not a code
+    elif damage != "none":
+        matrix[i, j] = {"low": low[j] - 1, "high": high[j] + 1, "nan": np.nan,
+                        "inf": np.inf}[damage]
+    assert VALIDATOR._valid(matrix) == (not VALIDATOR._bad(matrix).any())
+    assert VALIDATOR._valid(matrix) == (damage == "none")
