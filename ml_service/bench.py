@@ -1,8 +1,9 @@
 """``make bench``: the scoring service against ``mlflow models serve``.
 
-Both servers serve the same registered version on this machine, each as one
-uvicorn worker, and are driven by the same load generator (asyncio + aiohttp,
-a fixed number of concurrent clients sending a fixed number of requests).
+Every server serves the same registered version on this machine, each as one
+uvicorn worker, and is driven by the same load generator (asyncio + aiohttp,
+a fixed number of concurrent clients sending a fixed number of requests), in
+rounds that interleave the servers; each figure is the median of its rounds.
 Reported: requests/s and p50/p99 latency for single-row and 1,000-row
 requests, the ratios against MLflow's server and against a ceiling (a bare
 ASGI app on the same server settings, :mod:`ml_service.bench_ceiling`)
@@ -16,6 +17,7 @@ when a Docker engine is reachable, the image size and the time from
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -25,6 +27,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -50,6 +53,7 @@ class LoadResult:
     p50_ms: float
     p99_ms: float
     errors: int
+    rounds: int = 1
 
 
 async def _drive(url: str, body: bytes, requests: int,
@@ -93,6 +97,44 @@ def measure(server: str, shape: str, url: str, body: bytes, requests: int,
     )
 
 
+def _median(runs: list[LoadResult]) -> LoadResult:
+    """One server and shape over its rounds: the median rate and latencies, all requests."""
+    first = runs[0]
+    return LoadResult(
+        server=first.server, shape=first.shape, requests=sum(r.requests for r in runs),
+        concurrency=first.concurrency, seconds=round(sum(r.seconds for r in runs), 3),
+        rps=round(statistics.median(r.rps for r in runs), 1),
+        p50_ms=round(statistics.median(r.p50_ms for r in runs), 2),
+        p99_ms=round(statistics.median(r.p99_ms for r in runs), 2),
+        errors=sum(r.errors for r in runs), rounds=len(runs),
+    )
+
+
+@contextlib.contextmanager
+def _server(name: str, command: list[str], env: dict[str, str | None], port_flag: str,
+            health: str, tmp: Path) -> Iterator[tuple[str, float]]:
+    """A server started on a free port: (its base URL, seconds until healthy); stopped after."""
+    port = free_port()
+    if port_flag.startswith("--"):
+        command = [*command, port_flag, str(port)]
+    else:
+        env = {**env, port_flag: str(port)}
+    log = tmp / f"{name.replace(' ', '-').replace(',', '')}.log"
+    # MLflow starts `uvicorn` from PATH: make it this environment's.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    merged = {**os.environ, **env, "PATH": path}
+    with open(log, "w") as handle:
+        process = subprocess.Popen(command, env={k: v for k, v in merged.items()
+                                                 if v is not None},
+                                   stdout=handle, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        yield base, round(_wait(base + health, process, 120, log), 2)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
 def _wait(url: str, process: subprocess.Popen[bytes], deadline: float, log: Path) -> float:
     try:
         return wait_for_http(url, deadline, process)
@@ -109,8 +151,12 @@ def _rows(settings: Settings, spec: ModelSpec, count: int) -> list[list[float]]:
 
 
 def run_bench(settings: Settings, spec: ModelSpec, registry: Registry, version: int,
-              requests: int, concurrency: int, out_dir: Path) -> dict[str, Any]:
-    """Benchmark both servers on ``version``; return the report as a dict."""
+              requests: int, concurrency: int, out_dir: Path,
+              rounds: int = 3) -> dict[str, Any]:
+    """Benchmark every server on ``version`` in ``rounds`` interleaved rounds; return the report.
+
+    Each figure is the median over the rounds of one server and load shape.
+    """
     from ml_service.bundle import checked_model_file, load_skops
     from ml_service.registry.export import export_bundle
 
@@ -126,7 +172,6 @@ def run_bench(settings: Settings, spec: ModelSpec, registry: Registry, version: 
             {"dataframe_split": {"columns": columns, "data": thousand}}).encode(),
     }
     shapes = {"1 row": requests, "1000 rows": max(20, requests // 10)}
-    results: list[LoadResult] = []
     startup: dict[str, float] = {}
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -171,33 +216,27 @@ def run_bench(settings: Settings, spec: ModelSpec, registry: Registry, version: 
                 "--port", "/ping", "/invocations", mlflow_bodies,
             ),
         }
-        for name, (command, env, port_flag, health, route, bodies) in servers.items():
-            port = free_port()
-            if port_flag.startswith("--"):
-                command = [*command, port_flag, str(port)]
-            else:
-                env = {**env, port_flag: str(port)}
-            log = Path(tmp) / f"{name.replace(' ', '-')}.log"
-            # MLflow starts `uvicorn` from PATH: make it this environment's.
-            path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-            with open(log, "w") as handle:
-                merged = {**os.environ, **env, "PATH": path}
-                process = subprocess.Popen(command, env={k: v for k, v in merged.items()
-                                                         if v is not None},
-                                           stdout=handle, stderr=subprocess.STDOUT)
-                try:
-                    base = f"http://127.0.0.1:{port}"
-                    startup[name] = round(_wait(base + health, process, 120, log), 2)
+        # Every server runs at once (an idle one costs nothing) and the rounds
+        # interleave them: a phase in which the machine runs slower falls on
+        # every server alike instead of on whichever was measured then.
+        with contextlib.ExitStack() as running:
+            bases = {}
+            for name, (command, env, port_flag, health, *_) in servers.items():
+                bases[name], startup[name] = running.enter_context(
+                    _server(name, command, env, port_flag, health, Path(tmp)))
+            samples: dict[tuple[str, str], list[LoadResult]] = {}
+            for _ in range(rounds):
+                for name, (*_, route, bodies) in servers.items():
                     for shape, count in shapes.items():
-                        results.append(measure(name, shape, base + route, bodies[shape],
-                                               count, concurrency))
-                finally:
-                    process.terminate()
-                    process.wait(timeout=30)
+                        samples.setdefault((name, shape), []).append(
+                            measure(name, shape, bases[name] + route, bodies[shape], count,
+                                    concurrency))
+        results = [_median(runs) for runs in samples.values()]
 
     report = {
         "model": {"name": registry.name, "version": version},
         "cpus": os.cpu_count(),
+        "rounds": rounds,
         "results": [asdict(r) for r in results],
         "ratios": _ratios(results),
         "process_startup_s": startup,
@@ -277,7 +316,8 @@ def render(report: dict[str, Any]) -> str:
     lines = [
         f"# Scoring benchmark: {report['model']['name']} v{report['model']['version']}",
         "",
-        f"One uvicorn worker per server, {report['cpus']} CPUs, same load generator.",
+        f"One uvicorn worker per server, {report['cpus']} CPUs, same load generator; each "
+        f"figure is the median of {report['rounds']} rounds that interleave the servers.",
         "",
         "| server | request | requests | clients | req/s | p50 ms | p99 ms | errors |",
         "|---|---|---:|---:|---:|---:|---:|---:|",

@@ -66,6 +66,8 @@ def bench(
     version: VersionOption = None,
     requests: Annotated[int, typer.Option(help="Single-row requests per server.")] = 3000,
     concurrency: Annotated[int, typer.Option(help="Concurrent clients.")] = 8,
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds over all servers; figures are "
+                                        "medians.")] = 3,
 ) -> None:
     """Load-test the scoring service against `mlflow models serve` on the same model."""
     from ml_service.bench import render, run_bench
@@ -73,6 +75,6 @@ def bench(
     settings, spec, registry = connected()
     chosen = chosen_version(registry, version)
     report = run_bench(settings, spec, registry, chosen, requests, concurrency,
-                       settings.reports_dir)
+                       settings.reports_dir, rounds)
     out.print(render(report), markup=False)
     out.print(f"[dim]written to {settings.reports_dir / 'bench.md'} and bench.json[/]")

@@ -181,7 +181,7 @@ def test_serve_runs_the_champion_locally_without_docker(isolated, tmp_path):
 
 def test_bench_compares_with_mlflow_models_serve(isolated, tmp_path):
     _registered(isolated)
-    result = make("bench", "BENCH_ARGS=--requests 40 --concurrency 2", env=isolated)
+    result = make("bench", "BENCH_ARGS=--requests 40 --concurrency 2 --rounds 2", env=isolated)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     report = json.loads((tmp_path / "reports" / "bench.json").read_text())
     servers = {(r["server"], r["shape"]) for r in report["results"]}
@@ -192,6 +192,8 @@ def test_bench_compares_with_mlflow_models_serve(isolated, tmp_path):
         for shape in ("1 row", "1000 rows")
     }
     assert all(r["errors"] == 0 and r["rps"] > 0 for r in report["results"])
+    assert report["rounds"] == 2 and all(r["rounds"] == 2 for r in report["results"])
+    assert "median of 2 rounds" in result.stdout
     assert set(report["ratios"]) == {"1 row", "1000 rows"}
     ratios = report["ratios"]
     assert all(r["log_throughput_x"] > 0 and r["ceiling_share"] > 0
