@@ -79,6 +79,19 @@ class BundleMetadata:
         """The file ``sha256`` covers."""
         return SET_FILE if self.partition_keys else MODEL_FILE
 
+    @property
+    def hashed_files(self) -> list[tuple[str, str]]:
+        """(file name, the SHA-256 metadata.json states) of the bundle's model files.
+
+        The model file (or a set's archive), then the ONNX form when the bundle
+        has one: the last is the file the service runs.
+        """
+        files = [(self.model_file, self.sha256)]
+        if self.runtime_kind == "onnx":
+            files.append((str(self.runtime.get("file", ONNX_FILE)),
+                          str(self.runtime.get("sha256", ""))))
+        return files
+
     @classmethod
     def read(cls, directory: Path) -> BundleMetadata:
         """Read ``metadata.json`` from a bundle directory."""

@@ -27,8 +27,7 @@ logger = logging.getLogger(__name__)
 
 
 def export_bundle(registry: Registry, version: int, directory: Path, spec: ModelSpec,
-                  check: tuple[np.ndarray, str] | None = None,
-                  compile_onnx: bool = True) -> BundleMetadata:
+                  check: tuple[np.ndarray, str] | None = None) -> BundleMetadata:
     """Download ``version`` from the registry into ``directory`` as a bundle.
 
     The model's ONNX form is made and checked here (see
@@ -43,7 +42,6 @@ def export_bundle(registry: Registry, version: int, directory: Path, spec: Model
         check: Rows to check the ONNX form on and where they come from
             (:func:`ml_service.registry.compiled.check_rows`); default: the
             spec's example rows.
-        compile_onnx: False to leave the bundle on scikit-learn.
 
     Raises:
         MlopsError: If the version does not exist, or is not a model this
@@ -65,11 +63,9 @@ def export_bundle(registry: Registry, version: int, directory: Path, spec: Model
         )
         flavor, model_file = checked_model_file(local, what)
         model = load_skops(model_file, what)  # a bundle the service would refuse is no bundle
-        onnx, runtime = None, {"kind": "sklearn", "reason": "not compiled (compile_onnx=False)"}
-        if compile_onnx:
-            rows, rows_from = check or (np.asarray(spec.example, dtype=float),
-                                        "the spec's example rows")
-            onnx, runtime = compile_model(model, spec.output, rows, rows_from)
+        rows, rows_from = check or (np.asarray(spec.example, dtype=float),
+                                    "the spec's example rows")
+        onnx, runtime = compile_model(model, spec.output, rows, rows_from)
         if directory.exists():
             shutil.rmtree(directory)
         directory.mkdir(parents=True)

@@ -152,10 +152,6 @@ def requirements_for(runtime: str) -> Path:
     return SCORING_REQUIREMENTS if runtime == "onnx" else SCORING_SKLEARN_REQUIREMENTS
 
 
-#: Modules the build stage imports to prove the environment can serve the bundle.
-IMPORT_CHECK = {"onnx": "onnxruntime", "sklearn": "sklearn.pipeline sklearn.linear_model skops.io"}
-
-
 def build_image(settings: Settings, registry: Registry, spec: ModelSpec, version: int,
                 client: Any = None) -> tuple[str, str]:
     """Build the scoring image for ``version`` with no network during the build.
@@ -198,7 +194,6 @@ def build_image(settings: Settings, registry: Registry, spec: ModelSpec, version
                 "GIT_COMMIT": metadata.git_commit,
                 "MODEL_SHA256": metadata.sha256,
                 "MODEL_RUNTIME": runtime,
-                "IMPORT_CHECK": IMPORT_CHECK[runtime],
             },
         )
     except BuildError as exc:

@@ -30,6 +30,7 @@ import tarfile
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from ml_service.bundle import BundleMetadata
 from ml_service.release.ports import ReleaseError
 
 logger = logging.getLogger(__name__)
@@ -147,14 +148,13 @@ class DockerInspector:
         Raises:
             ReleaseError: If a file is missing, or does not match its metadata.
         """
-        metadata = json.loads(self.read(image, f"{MODEL_DIR}/metadata.json"))
-        files = [("models.zip" if metadata.get("partition_keys") else "model.skops",
-                  metadata.get("sha256"))]
-        runtime = metadata.get("runtime") or {}
-        if runtime.get("kind") == "onnx":
-            files.append((runtime.get("file", "model.onnx"), runtime.get("sha256")))
+        try:
+            metadata = BundleMetadata(**json.loads(self.read(image, f"{MODEL_DIR}/metadata.json")))
+        except (TypeError, ValueError) as exc:
+            raise ReleaseError(f"image {image[:70]}'s bundle metadata is not one this version "
+                               f"reads: {exc}") from None
         served = ""
-        for name, expected in files:
+        for name, expected in metadata.hashed_files:
             served = sha256(self.read(image, f"{MODEL_DIR}/{name}"))
             if served != expected:
                 raise ReleaseError(f"image {image[:70]}'s {name} does not match its own "
