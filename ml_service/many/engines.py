@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from ml_service.errors import UsageError
 
 logger = logging.getLogger(__name__)
+
+#: Tries of a Ray Client (ray://) connection, and the pause before the n-th retry (n x this).
+CLIENT_ATTEMPTS = 3
+RETRY_PAUSE = 2.0
 
 
 class Engine(Protocol):
@@ -66,12 +71,24 @@ class RayEngine:
                              "RAY_ADDRESS / MLOPS_MANY_ENGINE=joblib for this machine)") from None
         self.address = address
         _check_reachable(address)
-        if not ray.is_initialized():
+        # A Ray Client server starts one process per driver; when that start
+        # fails ("Initialization failure from server"), a new connection gets
+        # a new process, so a ray:// connection is tried up to three times.
+        attempts = CLIENT_ATTEMPTS if address.startswith("ray://") else 1
+        for attempt in range(1, attempts + 1):
+            if ray.is_initialized():
+                break
             try:
                 ray.init(address=address, logging_level=logging.WARNING,
                          runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise UsageError(f"cannot connect to the Ray cluster at {address}: {exc}") from None
+                ray.shutdown()
+                if attempt == attempts or not isinstance(exc, ConnectionError):
+                    raise UsageError(f"cannot connect to the Ray cluster at {address}: "
+                                     f"{exc}") from None
+                logger.warning("cannot connect to the Ray cluster at %s (%s); trying again",
+                               address, str(exc).splitlines()[0])
+                time.sleep(RETRY_PAUSE * attempt)
 
     @property
     def workers(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import sys
 import zipfile
 
 import numpy as np
@@ -171,3 +172,48 @@ def test_a_failed_rewrite_leaves_the_old_dataset_whole(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no staging left behind
     only = ds.read_dataset(str(root), KEYS, {"store=2/product=1"})
     assert only[["store", "product", "x"]].values.tolist() == [[2, 1, 3.0]]
+
+
+class _FakeRay:
+    """``ray`` whose init fails with the given errors, then connects."""
+
+    def __init__(self, errors):
+        self.errors, self.inits, self.shutdowns, self.connected = list(errors), 0, 0, False
+
+    def is_initialized(self):
+        return self.connected
+
+    def init(self, **kwargs):
+        self.inits += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        self.connected = True
+
+    def shutdown(self):
+        self.shutdowns += 1
+
+
+@pytest.mark.parametrize("address, errors, inits, connects", [
+    # the Ray Client server failed to start this driver's process: a new connection retries
+    ("ray://127.0.0.1:10001", [ConnectionError("Initialization failure from server")], 2, True),
+    ("ray://127.0.0.1:10001", [ConnectionError("x")] * 2, 3, True),
+    ("ray://127.0.0.1:10001", [ConnectionError("x")] * 3, 3, False),
+    # not worth a retry: a wrong address, or a cluster reached without Ray Client
+    ("ray://127.0.0.1:10001", [ValueError("bad address")], 1, False),
+    ("127.0.0.1:6379", [ConnectionError("x")], 1, False),
+])
+def test_a_ray_client_connection_is_tried_again_only_when_the_server_failed_it(
+        monkeypatch, address, errors, inits, connects):
+    from ml_service.many import engines
+
+    fake = _FakeRay(errors)
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.setattr(engines, "_check_reachable", lambda address: None)
+    monkeypatch.setattr(engines, "RETRY_PAUSE", 0.0)
+    if connects:
+        assert engines.RayEngine(address).address == address
+    else:
+        with pytest.raises(UsageError, match="cannot connect to the Ray cluster"):
+            engines.RayEngine(address)
+    assert (fake.inits, fake.connected) == (inits, connects)
+    assert fake.shutdowns == inits - connects  # each failed try leaves no half client behind
