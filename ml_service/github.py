@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import shutil
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from ml_service.errors import MlopsError
-
-logger = logging.getLogger(__name__)
 
 STORE_ARTIFACT = "mlflow-store"
 COMMENT_MARKER = "<!-- mlops-pipeline-summary -->"
@@ -101,6 +99,11 @@ def step_outputs(result: dict[str, Any]) -> str:
 # would load its model in a job that holds production secrets.
 TRUSTED_WORKFLOWS = ("retrain.yml", "release.yml")
 TRUSTED_EVENTS = ("push", "schedule", "workflow_dispatch")
+# GitHub cancels a workflow run that has not finished after 35 days (its
+# workflow-run time limit), so a run created more than 35 days before an
+# artifact cannot upload a newer one: older runs need not be looked at.
+RUN_LIFETIME = timedelta(days=35)
+MAX_PAGES = 50  # of 100 runs or artifacts: far more than 90 days of retrains
 
 
 def restore_store(store_dir: Path, api_url: str, repository: str, token: str,
@@ -108,16 +111,23 @@ def restore_store(store_dir: Path, api_url: str, repository: str, token: str,
     """Download the newest trusted, unexpired artifact ``name`` into ``store_dir``.
 
     Trusted means uploaded by a run of retrain.yml or release.yml of this
-    repository, on its default branch, started by a push, the schedule or a
-    manual dispatch: never a pull request's run, a fork's, or a branch's.
-    Other artifacts of that name are ignored and named in the answer.
+    repository, started by a push, the schedule or a manual dispatch, on the
+    default branch: its branch filter and ``head_branch`` name it, and its
+    commit is on that branch (a tag of the same name is not). The store is
+    looked for through those workflows' runs on the branch, newest first, at
+    most MAX_PAGES pages of 100 runs each (a run still waiting for the
+    production approval included: it has uploaded the newest store). Older
+    runs are looked at until one was created RUN_LIFETIME before the best
+    artifact found, since an older run can upload later.
 
     Returns:
-        A sentence saying what was restored (and what was ignored), or that
-        there was nothing to restore.
+        A sentence saying what was restored (and which runs were skipped), or
+        that there is no store at all: then the registry starts empty.
 
     Raises:
-        MlopsError: If the API refuses or the artifact is not a store.
+        MlopsError: If the API refuses, the artifact is not a store, or
+            stores exist but none from a trusted run (starting empty would
+            register a new first model and save it as the trusted store).
     """
     import requests
 
@@ -133,48 +143,114 @@ def restore_store(store_dir: Path, api_url: str, repository: str, token: str,
         return response.json()
 
     repo = get(f"/repos/{repository}")
-    listing = get(f"/repos/{repository}/actions/artifacts", name=name, per_page=100)
-    artifacts = [a for a in listing.get("artifacts", []) if not a.get("expired")]
-    ignored: list[str] = []
-    for artifact in sorted(artifacts, key=lambda a: a["created_at"], reverse=True):
-        why = _untrusted(artifact, repo, get)
-        if why:
-            ignored.append(f"artifact {artifact['id']} ({why})")
-            logger.warning("ignoring artifact %s: %s", artifact["id"], why)
-            continue
+    branch = repo["default_branch"]
+    # The branch's head commit, unlike a run's head_branch (the same for a tag
+    # named like the branch), is not ambiguous.
+    branch_head = get(f"/repos/{repository}/branches/{branch}")["commit"]["sha"]
+    skipped: dict[int, str] = {}  # untrusted run id: why
+    best: tuple[dict[str, Any], dict[str, Any]] | None = None  # (artifact, its run)
+    for workflow in TRUSTED_WORKFLOWS:
+        runs = f"/repos/{repository}/actions/workflows/{workflow}/runs"
+        for run in _pages(get, runs, "workflow_runs", branch=branch):
+            if best and _time(run["created_at"]) < _time(best[0]["created_at"]) - RUN_LIFETIME:
+                break
+            why = _untrusted(run, repo)
+            if why:
+                skipped[run["id"]] = why
+                continue
+            artifact = _newest_store(get, repository, run["id"], name)
+            if not artifact or (best and artifact["created_at"] <= best[0]["created_at"]):
+                continue
+            compare = get(f"/repos/{repository}/compare/{branch_head}...{run['head_sha']}")
+            if compare.get("status") not in ("identical", "behind"):  # not an ancestor
+                skipped[run["id"]] = (f"its commit {run['head_sha'][:12]} is not on branch "
+                                      f"{branch!r} (a tag named {branch!r}?)")
+                continue
+            best = artifact, run
+    if best:
+        artifact, run = best
         _extract(artifact, store_dir, headers)
-        run = artifact.get("workflow_run", {}).get("id", "?")
-        restored = (f"restored the registry from artifact {artifact['id']} of run {run} "
+        restored = (f"restored the registry from artifact {artifact['id']} of run {run['id']} "
                     f"({artifact['created_at']})")
-        return restored + (f"; ignored untrusted {', '.join(ignored)}" if ignored else "")
-    if ignored:
-        return (f"no trusted '{name}' artifact (ignored {', '.join(ignored)}): "
-                "starting with an empty registry")
-    return f"no earlier '{name}' artifact: starting with an empty registry"
+        if skipped:
+            runs_skipped = [f"run {run_id}: {why}" for run_id, why in skipped.items()]
+            restored += (f"; skipped {len(skipped)} untrusted run(s) "
+                         f"({_few(runs_skipped)})")
+        return restored
+
+    listing = _pages(get, f"/repos/{repository}/actions/artifacts", "artifacts", name=name)
+    stores = [a for a in listing if not a.get("expired")]
+    if not stores:
+        return f"no earlier '{name}' artifact: starting with an empty registry"
+
+    def why_not(artifact: dict[str, Any]) -> str:
+        run_id: int = (artifact.get("workflow_run") or {}).get("id", 0)
+        if run_id not in skipped:
+            run = get(f"/repos/{repository}/actions/runs/{run_id}") if run_id else {}
+            skipped[run_id] = _untrusted(run, repo) or (
+                f"not among the newest runs of {' or '.join(TRUSTED_WORKFLOWS)} on {branch!r}")
+        return f"artifact {artifact['id']} (run {run_id}): {skipped[run_id]}"
+
+    raise MlopsError(
+        f"found {len(stores)} '{name}' artifact(s) but none from a trusted run "
+        f"({' or '.join(TRUSTED_WORKFLOWS)} on branch {branch!r}, started by "
+        f"{', '.join(TRUSTED_EVENTS)}): {_few([why_not(a) for a in stores[:3]], len(stores))}. "
+        "Starting from an empty registry would register a new first model; to do that on "
+        f"purpose, delete these artifacts (`gh api -X DELETE repos/{repository}/actions/"
+        f"artifacts/ID`) and run the retrain workflow on {branch!r} (`make trigger-retrain`, "
+        "a workflow_dispatch)"
+    )
 
 
-def _untrusted(artifact: dict[str, Any], repo: dict[str, Any],
-               get: Callable[..., Any]) -> str | None:
-    """Why ``artifact`` may not be restored, or None if its run is trusted."""
-    summary = artifact.get("workflow_run") or {}
-    branch = repo.get("default_branch")
-    if {summary.get("repository_id"), summary.get("head_repository_id")} != {repo["id"]}:
-        return "uploaded by a run of another repository"
-    if summary.get("head_branch") != branch:
-        return f"uploaded on branch {summary.get('head_branch')!r}, not {branch!r}"
-    run = get(f"/repos/{repo['full_name']}/actions/runs/{summary['id']}")
-    if run.get("event") not in TRUSTED_EVENTS:
-        return f"uploaded by a {run.get('event')!r} run"
-    if (run.get("head_repository") or {}).get("full_name") != repo["full_name"]:
-        return "its run's code came from another repository"
-    if run.get("head_branch") != branch:
-        return f"its run was on branch {run.get('head_branch')!r}"
+def _pages(get: Callable[..., Any], path: str, key: str,
+           **params: Any) -> Iterator[dict[str, Any]]:
+    """The items ``key`` of the listing ``path``, page after page, at most MAX_PAGES."""
+    for page in range(1, MAX_PAGES + 1):
+        items = get(path, per_page=100, page=page, **params).get(key) or []
+        yield from items
+        if len(items) < 100:
+            return
+
+
+def _few(reasons: list[str], total: int | None = None) -> str:
+    """The first three of ``reasons`` (of ``total``), "; "-separated."""
+    more = (total or len(reasons)) - 3
+    return "; ".join(reasons[:3]) + (f"; and {more} more" if more > 0 else "")
+
+
+def _time(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp)
+
+
+def _untrusted(run: dict[str, Any], repo: dict[str, Any]) -> str | None:
+    """Why ``run`` may not write the registry, or None if it passes the cheap checks.
+
+    Whether its commit is on the default branch is checked apart (an API call).
+    """
+    branch = repo["default_branch"]
+    head = run.get("head_repository") or {}
+    ids = {(run.get("repository") or {}).get("id") or repo["id"], head.get("id") or repo["id"]}
     # `path` is ".github/workflows/x.yml", sometimes with "owner/repo/" before
     # it and "@ref" after it.
     workflow = (run.get("path") or "").split("@")[0].rsplit("/", 1)[-1]
+    if run.get("event") not in TRUSTED_EVENTS:
+        return f"a {run.get('event')!r} run"
+    if head.get("full_name") != repo["full_name"] or ids != {repo["id"]}:
+        return f"a run of another repository's code ({head.get('full_name')!r})"
+    if run.get("head_branch") != branch:
+        return f"a run on branch {run.get('head_branch')!r}, not {branch!r}"
     if workflow not in TRUSTED_WORKFLOWS:
-        return f"uploaded by workflow {workflow or '?'}, not {' or '.join(TRUSTED_WORKFLOWS)}"
+        return f"a run of {workflow or '?'}, not {' or '.join(TRUSTED_WORKFLOWS)}"
     return None
+
+
+def _newest_store(get: Callable[..., Any], repository: str, run_id: int,
+                  name: str) -> dict[str, Any] | None:
+    """The newest unexpired artifact ``name`` of run ``run_id``, if any."""
+    listing = get(f"/repos/{repository}/actions/runs/{run_id}/artifacts", name=name,
+                  per_page=100)
+    stores = [a for a in listing.get("artifacts", []) if not a.get("expired")]
+    return max(stores, key=lambda a: str(a["created_at"]), default=None)
 
 
 def _extract(artifact: dict[str, Any], store_dir: Path, headers: dict[str, str]) -> None:
