@@ -132,6 +132,18 @@ class Settings(BaseSettings):
     image_registry: str | None = Field(
         default=None, description="Registry path images are pushed to, e.g. ghcr.io/owner."
     )
+    source_ref: str = Field(
+        default="refs/heads/main", pattern=r"^refs/\S+$",
+        description="Git ref the release workflow must have run on for `mlops "
+        "verify-attestation` to accept its attestations (gh --source-ref).",
+    )
+    hosted_builds: bool = Field(
+        default=True,
+        description="The release workflow builds and signs on GitHub-hosted runners (its qa "
+        "and attest jobs run on ubuntu-latest): `mlops verify-attestation` refuses "
+        "attestations made on a self-hosted runner (gh --deny-self-hosted-runners). Set "
+        "false if those jobs move to self-hosted runners.",
+    )
     base_image: str = Field(
         default=BASE_IMAGE,
         description="Scoring image base, pinned by digest; pulled when the engine lacks it.",
@@ -215,6 +227,11 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: Any) -> Any:
         # Workflows pass unset secrets and variables as empty strings.
         return None if value == "" else value
+
+    @field_validator("source_ref", mode="before")
+    @classmethod
+    def _empty_is_the_default_branch(cls, value: Any) -> Any:
+        return "refs/heads/main" if value == "" else value
 
     @model_validator(mode="after")
     def _body_limit_follows_the_row_limit(self) -> Settings:

@@ -29,6 +29,23 @@ if TYPE_CHECKING:
 
 app = typer.Typer()
 
+DigestOption = Annotated[Optional[str], typer.Option(
+    "--digest", help="The sha256:... digest the release run pushed for --version (its QA "
+    "job's output); refused unless the registry recorded it as that version's image.")]
+
+
+def _pinned_version(version: int | None, digest: str | None) -> None:
+    """A digest names an image, not a model version: it needs --version beside it."""
+    from ml_service.errors import UsageError
+    from ml_service.release.supply_chain import check_digest
+
+    if digest is None:
+        return
+    if version is None:
+        raise UsageError("--digest needs --version (make: DIGEST needs VERSION): a digest alone "
+                         "does not name a model version; nothing was done")
+    check_digest(digest)
+
 
 def _target(settings: Settings, client: Any = None) -> DeployTarget:
     """The deploy target MLOPS_DEPLOY_TARGET names."""
@@ -131,7 +148,8 @@ def card(
 def push(
     version: VersionOption = None,
     outputs: Annotated[Optional[Path], typer.Option(
-        help="Append image=<name> and digest=sha256:... here ($GITHUB_OUTPUT).")] = None,
+        help="Append version=<n>, image=<name> and digest=sha256:... here "
+        "($GITHUB_OUTPUT).")] = None,
 ) -> None:
     """Push a version's image to MLOPS_IMAGE_REGISTRY (tags v<version> and the commit).
 
@@ -144,31 +162,43 @@ def push(
     chosen = chosen_version(registry, version, alias="qa")
     ref = push_image(settings, registry, chosen)
     name, digest = ref.split("@", 1)
-    append(outputs, f"image={name}\ndigest={digest}\n")
+    append(outputs, f"version={chosen}\nimage={name}\ndigest={digest}\n")
     out.print(f"pushed version {chosen}: {ref}")
 
 
 @app.command("verify-attestation")
 @guarded
-def verify_attestation(version: VersionOption = None) -> None:
+def verify_attestation(version: VersionOption = None, digest: DigestOption = None) -> None:
     """Verify GitHub's provenance and SBOM attestations of the QA version's pushed image.
+
+    With --version and --digest, the image verified is <name>@<digest>, and
+    only if the registry recorded that digest as the version's pushed image.
+    The attestations must be signed by this repository's release workflow
+    running on MLOPS_SOURCE_REF (default refs/heads/main) and, when this job
+    runs on a GitHub-hosted runner, not on a self-hosted one.
 
     Needs GITHUB_REPOSITORY (set in Actions) and an authenticated gh (GH_TOKEN).
     """
     from ml_service.errors import UsageError
     from ml_service.release.ports import ReleaseError
-    from ml_service.release.supply_chain import verify_attestations
+    from ml_service.release.supply_chain import pinned_image, verify_attestations
 
+    _pinned_version(version, digest)
     repository = os.environ.get("GITHUB_REPOSITORY", "")
     if "/" not in repository:
         raise UsageError("set GITHUB_REPOSITORY=owner/name: attestations exist only for images "
                          "the release workflow pushed on GitHub")
-    _, _, registry = connected()
+    settings, _, registry = connected()
     chosen = chosen_version(registry, version, alias="qa")
-    ref = registry.version_tags(chosen).get("image.ref")
-    if not ref:
-        raise ReleaseError(f"version {chosen}'s image was never pushed: nothing to verify")
-    for line in verify_attestations(ref, repository):
+    tags = registry.version_tags(chosen)
+    if digest is not None:
+        ref = pinned_image(chosen, tags, digest)
+    else:
+        ref = tags.get("image.ref", "")
+        if not ref:
+            raise ReleaseError(f"version {chosen}'s image was never pushed: nothing to verify")
+    for line in verify_attestations(ref, repository, settings.source_ref,
+                                    settings.hosted_builds):
         out.print(line, markup=False)
 
 
@@ -195,16 +225,24 @@ def remote_engine() -> None:
 
 @app.command()
 @guarded
-def promote(version: VersionOption = None) -> None:
-    """Run the image that passed QA in production; roll back if its smoke test fails."""
+def promote(version: VersionOption = None, digest: DigestOption = None) -> None:
+    """Run the image that passed QA in production; roll back if its smoke test fails.
+
+    Without --version, the version with alias 'qa'. With --version and
+    --digest (what a release run's production job passes), exactly that
+    version's pushed image <name>@<digest>, refused unless the registry
+    recorded that digest for it and it passed QA.
+    """
     from ml_service.release import promotion
 
+    _pinned_version(version, digest)
     settings, spec, registry = connected()
     deployment = promotion.promote(registry, _target(settings), _smoke(settings, spec, registry),
-                                   version, _inspector())
+                                   version, _inspector(), digest)
+    image = deployment.image_id
     out.print(
         f"[green]promoted[/] version {deployment.version} to production at {deployment.url} "
-        f"(image {deployment.image_id[:19]}); alias 'production' set"
+        f"(image {image if '@' in image else image[:19]}); alias 'production' set"
     )
 
 
@@ -223,17 +261,30 @@ def rollback() -> None:
 @app.command()
 @guarded
 def kubeconfig() -> None:
-    """Install KUBE_CONFIG_DATA as ~/.kube/config, then check the cluster answers.
+    """Install KUBE_CONFIG_DATA as the job's kubeconfig, then check the cluster answers.
 
     For the Kubernetes target in Actions (KUBE_CONFIG_DATA is a secret of the
-    production environment); does nothing when KUBE_CONFIG_DATA is unset.
+    production environment); does nothing when KUBE_CONFIG_DATA is unset. The
+    file goes to KUBECONFIG if set; in Actions to $RUNNER_TEMP/kubeconfig (the
+    runner empties it after the job: nothing stays in a self-hosted runner's
+    home), with KUBECONFIG pointed at it for the later steps ($GITHUB_ENV);
+    elsewhere to ~/.kube/config.
     """
     from ml_service.release.cluster_access import install_kubeconfig
     from ml_service.release.kubernetes_target import KubernetesTarget
 
     settings = load_settings()
     data = settings.kube_config_data.get_secret_value() if settings.kube_config_data else None
-    target = Path(os.environ.get("KUBECONFIG") or Path.home() / ".kube" / "config")
+    runner_temp = os.environ.get("RUNNER_TEMP")
+    if os.environ.get("KUBECONFIG"):
+        target = Path(os.environ["KUBECONFIG"])
+    elif runner_temp and data:
+        target = Path(runner_temp) / "kubeconfig"
+        os.environ["KUBECONFIG"] = str(target)  # for the access check below
+        append(Path(os.environ["GITHUB_ENV"]) if os.environ.get("GITHUB_ENV") else None,
+               f"KUBECONFIG={target}\n")
+    else:
+        target = Path.home() / ".kube" / "config"
     out.print(install_kubeconfig(data, target), markup=False)
     if settings.deploy_target == "kubernetes":
         out.print(KubernetesTarget(settings).check_access("production"), markup=False)

@@ -14,6 +14,13 @@ version), never a rebuild. With an :class:`~ml_service.release.supply_chain.Imag
 QA also records the hashes of that image's SBOM and model file, and
 production (or a rollback) refuses an image whose hashes differ, before
 deploying anything.
+
+A release run names what it deploys: :func:`promote` with a version *and* the
+digest its QA job pushed deploys ``<name>@<digest>`` of exactly that version,
+and refuses (before deploying anything) unless the registry recorded that very
+digest as the version's pushed image and QA recorded its evidence. So a
+later run moving alias ``qa`` while an earlier one waits for approval cannot
+change what the earlier approval deploys.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import json
 import logging
 from collections.abc import Callable
 
+from ml_service.errors import UsageError
 from ml_service.release.ports import (
     DeployTarget,
     Deployment,
@@ -29,7 +37,13 @@ from ml_service.release.ports import (
     ReleaseRegistry,
     SmokeCheck,
 )
-from ml_service.release.supply_chain import ImageInspector, check_evidence, record_qa
+from ml_service.release.supply_chain import (
+    ImageInspector,
+    check_evidence,
+    pinned_image,
+    record_qa,
+    require_qa_record,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -61,23 +75,33 @@ def release_qa(registry: ReleaseRegistry, target: DeployTarget, version: int, im
 
 
 def promote(registry: ReleaseRegistry, target: DeployTarget, smoke_for: SmokeFactory,
-            version: int | None = None, inspector: ImageInspector | None = None) -> Deployment:
+            version: int | None = None, inspector: ImageInspector | None = None,
+            digest: str | None = None) -> Deployment:
     """Run the image that passed QA in production; keep the old one if it fails.
 
     Args:
         version: Version to promote; defaults to the one with alias ``qa``.
         inspector: Checks the image against what QA recorded before deploying.
+        digest: The digest (``sha256:...``) the release run pushed for
+            ``version`` (required with it): the image deployed is then
+            ``<name>@<digest>``, which the registry must have recorded as
+            ``version``'s pushed image (tag ``image.ref``).
 
     Raises:
+        UsageError: If ``digest`` is given without ``version``, or malformed.
         ReleaseError: If no version passed QA, the image is not the one QA
-            recorded, or the smoke test fails. The previous production
-            instance is serving and alias ``production`` is unchanged.
+            recorded (or not ``digest``), or the smoke test fails. The
+            previous production instance is serving and alias ``production``
+            is unchanged.
     """
+    if digest is not None and version is None:
+        raise UsageError("--digest needs --version: a digest alone does not name a model "
+                         "version; nothing was deployed")
     target.ensure_lasting()
     version = version or registry.alias_version("qa")
     if version is None:
         raise ReleaseError("no version has passed QA yet: run `mlops release` first")
-    deployment = _deploy_production(registry, target, smoke_for, version, inspector)
+    deployment = _deploy_production(registry, target, smoke_for, version, inspector, digest)
     history = production_history(registry)
     if not history or history[-1] != version:
         history.append(version)
@@ -114,9 +138,13 @@ def production_history(registry: ReleaseRegistry) -> list[int]:
 
 def _deploy_production(registry: ReleaseRegistry, target: DeployTarget,
                        smoke_for: SmokeFactory, version: int,
-                       inspector: ImageInspector | None) -> Deployment:
+                       inspector: ImageInspector | None, digest: str | None = None) -> Deployment:
     tags = registry.version_tags(version)
-    image = target.resolve_image(version, tags)
+    if digest is None:
+        image = target.resolve_image(version, tags)
+    else:  # exactly the digest the release run pushed, and only if it is this version's
+        image = pinned_image(version, tags, digest)
+        require_qa_record(version, tags)
     if inspector is not None:
         check_evidence(version, tags, inspector.evidence(image), image)
     try:

@@ -26,11 +26,13 @@ import hashlib
 import io
 import json
 import logging
+import re
 import tarfile
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 from ml_service.bundle import BundleMetadata
+from ml_service.errors import UsageError
 from ml_service.release.ports import ReleaseError
 
 logger = logging.getLogger(__name__)
@@ -39,6 +41,8 @@ SBOM_PATH = "/opt/sbom/scoring.cdx.json"
 MODEL_DIR = "/opt/model"
 #: The evidence keys: recorded as ``qa.<key>`` version tags.
 KEYS = ("sbom.sha256", "model.sha256")
+#: An image digest as a release run passes it between jobs.
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 class ImageInspector(Protocol):
@@ -61,12 +65,7 @@ def check_evidence(version: int, tags: Mapping[str, str], evidence: Mapping[str,
     Raises:
         ReleaseError: If QA recorded nothing, or the SBOM or model differ.
     """
-    missing = [key for key in KEYS if not tags.get(f"qa.{key}")]
-    if missing:
-        raise ReleaseError(
-            f"version {version} has no QA record of its image's SBOM and model hash (it "
-            f"passed QA before they were recorded): run `mlops release --version {version}` "
-            "again; nothing was deployed")
+    require_qa_record(version, tags)
     for key in KEYS:
         what = "SBOM" if key.startswith("sbom") else "model file"
         if evidence[key] != tags[f"qa.{key}"]:
@@ -74,6 +73,59 @@ def check_evidence(version: int, tags: Mapping[str, str], evidence: Mapping[str,
                 f"image {image[:70]}'s {what} (sha256 {evidence[key][:12]}) is not the one "
                 f"QA recorded for version {version} ({tags[f'qa.{key}'][:12]}): refusing to "
                 "deploy an image QA did not test; nothing was deployed")
+
+
+def require_qa_record(version: int, tags: Mapping[str, str]) -> None:
+    """Raise unless QA recorded the SBOM and model hashes of ``version``'s image.
+
+    Raises:
+        ReleaseError: If it did not: the version never passed QA, or passed
+            before the hashes were recorded.
+    """
+    if any(not tags.get(f"qa.{key}") for key in KEYS):
+        raise ReleaseError(
+            f"version {version} has no QA record of its image's SBOM and model hash (it did "
+            "not pass QA, or passed before they were recorded): run `mlops release --version "
+            f"{version}` again; nothing was deployed")
+
+
+def check_digest(digest: str) -> str:
+    """``digest`` if it is ``sha256:`` and 64 lowercase hex digits.
+
+    Raises:
+        UsageError: If it is not.
+    """
+    if not DIGEST.fullmatch(digest):
+        raise UsageError(f"--digest must be sha256: followed by 64 lowercase hex digits, got "
+                         f"{digest[:80]!r}")
+    return digest
+
+
+def pinned_image(version: int, tags: Mapping[str, str], digest: str) -> str:
+    """``<name>@<digest>``: ``version``'s pushed image, if that is the digest it was pushed as.
+
+    The registry's record of the push (tag ``image.ref``) must name exactly
+    ``digest``: a digest from one release run cannot deploy or vouch for the
+    model version of another.
+
+    Raises:
+        UsageError: If ``digest`` is malformed.
+        ReleaseError: If the version's image was never pushed, or was pushed
+            as another digest.
+    """
+    check_digest(digest)
+    ref = tags.get("image.ref", "")
+    if "@" not in ref:
+        raise ReleaseError(
+            f"version {version}'s image was never pushed (no image.ref), so it is not the image "
+            f"{digest[:19]}… that was asked for: refusing; nothing was deployed")
+    name, recorded = ref.split("@", 1)
+    if recorded != digest:
+        raise ReleaseError(
+            f"version {version}'s pushed QA image is {recorded}, not {digest}: that digest is "
+            f"not version {version}'s image (another release run's?); refusing; nothing was "
+            "deployed")
+    return f"{name}@{digest}"
 
 
 def sha256(data: bytes) -> str:
@@ -166,17 +218,26 @@ CYCLONEDX_PREDICATE = "https://cyclonedx.org/bom"
 RELEASE_WORKFLOW = ".github/workflows/release.yml"
 
 
-def verify_attestations(ref: str, repository: str, gh: str = "gh") -> list[str]:
+def verify_attestations(ref: str, repository: str, source_ref: str = "refs/heads/main",
+                        deny_self_hosted: bool = False, gh: str = "gh") -> list[str]:
     """Check GitHub's signed provenance and SBOM attestations of the pushed image ``ref``.
 
     Runs ``gh attestation verify`` twice (SLSA provenance, then the CycloneDX
     SBOM), each time requiring that the attestation was signed by this
-    repository's release workflow (``--signer-workflow``): the image is the
-    one the release workflow built and pushed, not one pushed by hand.
+    repository's release workflow (``--signer-workflow``) running on
+    ``source_ref`` (``--source-ref``): the image is the one the release
+    workflow built and pushed from that branch, not one pushed by hand or by
+    a run on another branch.
 
     Args:
         ref: The pushed image by digest (``registry/name@sha256:...``).
         repository: ``owner/name`` of the repository (``GITHUB_REPOSITORY``).
+        source_ref: The git ref the signing run must have run on
+            (``MLOPS_SOURCE_REF``, default ``refs/heads/main``).
+        deny_self_hosted: Also refuse attestations signed on a self-hosted
+            runner (``--deny-self-hosted-runners``); the CLI sets it unless
+            ``MLOPS_HOSTED_BUILDS=false`` (the workflow builds and signs on
+            GitHub-hosted runners, wherever production runs).
         gh: The GitHub CLI.
 
     Returns:
@@ -193,16 +254,18 @@ def verify_attestations(ref: str, repository: str, gh: str = "gh") -> list[str]:
     if shutil.which(gh) is None:
         raise ReleaseError("the GitHub CLI (gh) is not installed: it verifies the attestations")
     passed = []
+    runners = ["--deny-self-hosted-runners"] if deny_self_hosted else []
     for kind, extra in (("build provenance", []),
                         ("SBOM", ["--predicate-type", CYCLONEDX_PREDICATE])):
         command = [gh, "attestation", "verify", f"oci://{ref}", "--repo", repository,
-                   "--signer-workflow", f"{repository}/{RELEASE_WORKFLOW}", *extra]
+                   "--signer-workflow", f"{repository}/{RELEASE_WORKFLOW}",
+                   "--source-ref", source_ref, *runners, *extra]
         result = subprocess.run(command, capture_output=True, text=True, timeout=300)
         if result.returncode != 0:
             tail = " | ".join((result.stderr or result.stdout).strip().splitlines()[-4:])
             raise ReleaseError(f"the {kind} attestation of {ref} does not verify ({tail}): "
                                "refusing to deploy an image this repository's release "
-                               "workflow did not build; nothing was deployed")
+                               f"workflow did not build on {source_ref}; nothing was deployed")
         passed.append(f"{kind} attestation of {ref} verified (signed by {repository}/"
-                      f"{RELEASE_WORKFLOW})")
+                      f"{RELEASE_WORKFLOW} on {source_ref})")
     return passed

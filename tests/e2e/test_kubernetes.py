@@ -298,6 +298,17 @@ def test_make_kubeconfig_installs_the_secret_and_checks_access(cluster, tmp_path
     assert "the cluster at https://127.0.0.1:6443 answers" in out
     assert target.stat().st_mode & 0o777 == 0o600
 
+    # In Actions: under the job's $RUNNER_TEMP, never the runner user's home, and
+    # KUBECONFIG handed to the later steps.
+    runner_temp, home, github_env = tmp_path / "runner-temp", tmp_path / "home", tmp_path / "env"
+    runner_temp.mkdir()
+    home.mkdir()
+    out = ok(make({**env, "KUBECONFIG": "", "RUNNER_TEMP": str(runner_temp), "HOME": str(home),
+                   "GITHUB_ENV": str(github_env)}, "kubeconfig"))
+    assert f"as {runner_temp / 'kubeconfig'}" in out and "answers" in out
+    assert github_env.read_text() == f"KUBECONFIG={runner_temp / 'kubeconfig'}\n"
+    assert not (home / ".kube" / "config").exists()  # (kubectl keeps its cache there)
+
 
 def test_make_cluster_down_and_up_leave_nothing_behind_and_start_a_ready_cluster(cluster):
     """The local cluster's own scripts, as a person runs them (last: the others need it up)."""

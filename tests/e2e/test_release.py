@@ -8,15 +8,19 @@ container keeps serving -> rollback.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import os
+import re
+import shlex
 import subprocess
 import tarfile
 import time
 
 import pytest
 import requests
+import yaml
 from mlflow import MlflowClient
 
 from ml_service.bundle import sha256_file
@@ -296,6 +300,62 @@ def test_push_then_promote_on_an_engine_without_the_image_pulls_the_same_digest(
     assert host["CapDrop"] == ["ALL"] and "no-new-privileges:true" in host["SecurityOpt"]
     assert host["Memory"] == 2**30 and host["PidsLimit"] == 256 and host["ReadonlyRootfs"]
     assert served_version(env["MLOPS_PRODUCTION_PORT"]) == 1
+
+
+def _outputs(path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines())
+
+
+def test_a_production_job_deploys_its_own_runs_version_and_digest_not_alias_qa(
+    env, tmp_path, docker_client, local_registry
+):
+    """Run B's QA job moves alias qa while run A awaits approval: A still deploys A."""
+    env = {**env, "MLOPS_IMAGE_REGISTRY": f"{local_registry}/e2e"}
+    ok(make(env, "pipeline", f"ARGS=--config {write_config(tmp_path, 'weak.yaml', alpha=1000.0)}"))
+    ok(make(env, "pipeline"))  # a better model: version 2
+    runs = {}
+    for run, version in (("a", 1), ("b", 2)):  # each run's QA job, as release.yml runs it
+        ok(make(env, "release", f"VERSION={version}"))
+        ok(make(env, "push", f"VERSION={version}", f"OUTPUTS_OUT={tmp_path / run}.txt"))
+        runs[run] = _outputs(tmp_path / f"{run}.txt")
+    a, b = runs["a"], runs["b"]
+    assert a["version"] == "1" and b["version"] == "2" and a["digest"] != b["digest"]
+    assert alias(env, "qa") == 2  # run B moved it
+    name = env["MLOPS_MODEL_NAME"]
+    tags_a = registry(env).get_model_version(name, "1").tags
+    assert tags_a["image.ref"] == f"{a['image']}@{a['digest']}"
+
+    # Run A's version with run B's digest: refused, nothing deployed.
+    result = make(env, "promote", "VERSION=1", f"DIGEST={b['digest']}")
+    assert result.returncode != 0 and "promote] Error 1" in result.stderr
+    assert f"not {b['digest']}" in result.stderr and "nothing was deployed" in result.stderr
+    assert alias(env, "production") is None
+    assert not docker_client.containers.list(all=True, filters={"name": f"{name}-production"})
+
+    # Run A's production job, approved now, as release.yml writes it: its env with
+    # `needs.qa.outputs` of run A, then its promote step's command. It deploys A.
+    job = yaml.safe_load((REPO / ".github" / "workflows" / "release.yml").read_text())[
+        "jobs"]["production"]
+    job_env = {name: re.sub(r"\$\{\{ needs\.qa\.outputs\.(\w+) \}\}",
+                            lambda m: a[m[1]], str(value))
+               for name, value in job["env"].items() if "needs.qa.outputs" in str(value)}
+    assert job_env == {"VERSION": a["version"], "DIGEST": a["digest"]}
+    step = next(s for s in job["steps"] if s.get("run", "").startswith("make promote"))
+    out = ok(make({**env, **job_env}, *shlex.split(step["run"])[1:]))
+    assert "promoted version 1 to production" in out and a["digest"] in out
+    assert alias(env, "production") == 1 and alias(env, "qa") == 2
+    assert served_version(env["MLOPS_PRODUCTION_PORT"]) == 1
+    production = docker_client.containers.get(f"{name}-production")
+    assert production.attrs["Config"]["Image"] == f"{a['image']}@{a['digest']}"
+    assert production.image.id == tags_a["image.id"]
+
+    # The attest job's `make sbom`: the SBOM read back from the pushed digest is
+    # the one recorded at build; a tag instead of a digest is refused.
+    sbom = tmp_path / "sbom.cdx.json"
+    out = ok(make(env, "sbom", f"IMAGE={a['image']}@{a['digest']}", f"SBOM_OUT={sbom}"))
+    assert hashlib.sha256(sbom.read_bytes()).hexdigest() == tags_a["image.sbom.sha256"]
+    result = make(env, "sbom", f"IMAGE={a['image']}:v1")
+    assert result.returncode != 0 and "is not an image digest" in result.stderr
 
 
 async def _load(url: str, requests_total: int, clients: int) -> tuple[int, dict[str, int]]:

@@ -217,3 +217,44 @@ def test_a_version_that_is_not_a_number_is_refused_before_anything_runs(tmp_path
     assert "VERSION must be a model version number" in result.stderr
     assert not marker.exists()
     assert "--version 12" in make("-n", "release", "VERSION=12").stdout
+
+
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+@pytest.mark.parametrize("value", [
+    "sha256:" + "0123456789ABCDEF" * 4,  # upper case
+    DIGEST[:-1], DIGEST + "0",  # 63, 65 digits
+    "0123456789abcdef" * 4, "sha512:" + "0123456789abcdef" * 4,
+    f"{DIGEST} --version 1", f"{DIGEST};true",
+])
+def test_a_malformed_digest_is_a_make_error_before_anything_runs(tmp_path, value):
+    for target in ("promote", "verify-attestation"):
+        result = make("-n", target, "VERSION=1", f"DIGEST={value}")
+        assert result.returncode == 2
+        assert "DIGEST must be sha256: followed by 64 lowercase hex digits" in result.stderr
+
+
+@pytest.mark.parametrize("how", ["argument", "environment"])
+def test_a_digest_is_taken_without_expanding_it(tmp_path, how):
+    """DIGEST comes from a workflow output: $(shell ...) in it must not run."""
+    marker = tmp_path / "pwned"
+    value = f"$(shell touch {marker})"
+    if how == "argument":
+        result = make("-n", "promote", "VERSION=1", f"DIGEST={value}")
+    else:
+        result = make("-n", "promote", env={**os.environ, "VERSION": "1", "DIGEST": value})
+    assert result.returncode == 2 and "DIGEST must be sha256:" in result.stderr
+    assert not marker.exists()
+    for target in ("promote", "verify-attestation"):
+        dry = make("-n", target, "VERSION=12", f"DIGEST={DIGEST}").stdout
+        assert f"mlops {target} --version 12 --digest {DIGEST}" in dry
+
+
+def test_a_digest_without_a_version_is_a_usage_error(isolated):
+    for target in ("promote", "verify-attestation"):
+        result = make(target, f"DIGEST={DIGEST}", env={**isolated, "VERSION": ""})
+        assert result.returncode == 2
+        assert f"{target}] Error 2" in result.stderr  # mlops exited 2 (usage)
+        assert "--digest needs --version (make: DIGEST needs VERSION)" in result.stderr
+        assert "a digest alone does not name a model version" in result.stderr

@@ -28,3 +28,19 @@ def test_mlops_prefixed_variables_and_dotenv_are_read(monkeypatch, tmp_path):
     settings = Settings()
     assert settings.model_name == "from-dotenv"
     assert settings.experiment_name == "from-env"
+
+
+def test_the_attestations_source_ref_defaults_to_main_and_must_be_a_ref(monkeypatch, tmp_path):
+    import pytest
+    from pydantic import ValidationError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLOPS_SOURCE_REF", raising=False)
+    assert Settings().source_ref == "refs/heads/main"
+    monkeypatch.setenv("MLOPS_SOURCE_REF", "")  # an unset workflow variable
+    assert Settings().source_ref == "refs/heads/main"
+    monkeypatch.setenv("MLOPS_SOURCE_REF", "refs/heads/release")
+    assert Settings().source_ref == "refs/heads/release"
+    monkeypatch.setenv("MLOPS_SOURCE_REF", "main")
+    with pytest.raises(ValidationError):
+        Settings()

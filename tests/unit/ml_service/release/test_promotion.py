@@ -267,3 +267,86 @@ def test_promote_and_rollback_refuse_a_version_qa_recorded_nothing_for(registry,
     with pytest.raises(ReleaseError, match="version 1 has no QA record of its image"):
         promotion.rollback(registry, target, smoke_failing(), inspector)
     assert registry.aliases["production"] == 2 and target.serving["production"][0] == 2
+
+
+# -- a release run names its version and digest: what its approval deploys
+
+def digest_of(version: int) -> str:
+    return "sha256:" + f"{version:x}" * 64
+
+
+def qa_and_push(registry, target, inspector, version: int) -> str:
+    """``version`` through QA, then pushed (tag image.ref); returns the pushed digest."""
+    promotion.release_qa(registry, target, version, f"sha256:image{version}", smoke_failing(),
+                         inspector)
+    ref = f"ghcr.io/owner/model-scoring@{digest_of(version)}"
+    registry.set_version_tag(version, "image.ref", ref)
+    inspector.images[ref] = inspector.images[f"sha256:image{version}"]  # the same image
+    return digest_of(version)
+
+
+def test_promote_with_version_and_digest_deploys_that_digest_even_after_qa_moved_on(
+        registry, target):
+    inspector = FakeInspector()
+    digest_a = qa_and_push(registry, target, inspector, 1)  # run A's QA job
+    qa_and_push(registry, target, inspector, 2)  # run B's QA job, while A awaits approval
+    assert registry.aliases["qa"] == 2
+    deployment = promotion.promote(registry, target, smoke_failing(), 1, inspector, digest_a)
+    image = f"ghcr.io/owner/model-scoring@{digest_a}"
+    assert deployment.version == 1 and deployment.image_id == image
+    assert target.serving["production"] == (1, image)  # pulled by digest, not alias qa's
+    assert registry.aliases["production"] == 1 and history(registry) == [1]
+
+
+def test_promote_refuses_a_digest_that_is_not_the_versions_pushed_image(registry, target):
+    inspector = FakeInspector()
+    qa_and_push(registry, target, inspector, 1)
+    digest_b = qa_and_push(registry, target, inspector, 2)
+    with pytest.raises(ReleaseError) as refused:
+        promotion.promote(registry, target, smoke_failing(), 1, inspector, digest_b)
+    message = str(refused.value)
+    assert f"version 1's pushed QA image is {digest_of(1)}, not {digest_b}" in message
+    assert "nothing was deployed" in message
+    assert "production" not in target.serving and "production" not in registry.aliases
+    assert history(registry) == []
+
+
+def test_promote_with_a_digest_refuses_a_version_whose_image_was_never_pushed(registry, target):
+    inspector = FakeInspector()
+    promotion.release_qa(registry, target, 1, "sha256:image1", smoke_failing(), inspector)
+    with pytest.raises(ReleaseError) as refused:
+        promotion.promote(registry, target, smoke_failing(), 1, inspector, digest_of(1))
+    assert "version 1's image was never pushed" in str(refused.value)
+    assert "nothing was deployed" in str(refused.value)
+    assert ("production", 1, True) not in target.deploys and "production" not in registry.aliases
+
+
+@pytest.mark.parametrize("inspector", [None, FakeInspector()], ids=["no-inspector", "inspector"])
+def test_promote_with_a_digest_refuses_a_version_that_did_not_pass_qa(
+        registry, target, inspector):
+    ref = f"ghcr.io/owner/model-scoring@{digest_of(1)}"
+    registry.set_version_tag(1, "image.ref", ref)  # pushed, but QA never passed it
+    if inspector is not None:
+        inspector.images[ref] = inspector.images["sha256:image1"]
+    with pytest.raises(ReleaseError) as refused:
+        promotion.promote(registry, target, smoke_failing(), 1, inspector, digest_of(1))
+    assert "version 1 has no QA record of its image" in str(refused.value)
+    assert "nothing was deployed" in str(refused.value)
+    assert target.deploys == [] and "production" not in registry.aliases
+
+
+def test_a_digest_without_a_version_is_a_usage_error_and_deploys_nothing(registry, target):
+    inspector = FakeInspector()
+    digest = qa_and_push(registry, target, inspector, 1)
+    with pytest.raises(UsageError, match="a digest alone does not name a model version"):
+        promotion.promote(registry, target, smoke_failing(), None, inspector, digest)
+    assert ("production", 1, True) not in target.deploys and "production" not in registry.aliases
+
+
+@pytest.mark.parametrize("digest", ["sha256:" + "A" * 64, "sha256:" + "a" * 63, "a" * 64,
+                                    "sha512:" + "a" * 64, "sha256:" + "a" * 64 + "\n"])
+def test_a_malformed_digest_is_a_usage_error(registry, target, digest):
+    registry.set_version_tag(1, "image.ref", f"ghcr.io/owner/model-scoring@{digest}")
+    with pytest.raises(UsageError, match="64 lowercase hex digits"):
+        promotion.promote(registry, target, smoke_failing(), 1, None, digest)
+    assert target.deploys == []
