@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import shutil
 import zipfile
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ml_service.errors import MlopsError
+
+logger = logging.getLogger(__name__)
 
 STORE_ARTIFACT = "mlflow-store"
 COMMENT_MARKER = "<!-- mlops-pipeline-summary -->"
@@ -266,6 +269,41 @@ def _extract(artifact: dict[str, Any], store_dir: Path, headers: dict[str, str])
             shutil.rmtree(store_dir)
         store_dir.mkdir(parents=True)
         bundle.extractall(store_dir)
+    relocate_store(store_dir)
+
+
+#: Columns of MLflow's SQLite schema that hold absolute artifact locations.
+LOCATION_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                    ("logged_models", "artifact_location"),
+                    ("model_versions", "storage_location"), ("model_versions", "source"))
+
+
+def relocate_store(store_dir: Path) -> str | None:
+    """Point an embedded store's artifact locations at ``store_dir``, where it now is.
+
+    MLflow records each run's and model's artifact location as an absolute
+    ``file://`` URI. A store moved to another path (another job's workspace,
+    a runner with another work folder, a downloaded artifact) would find none
+    of its models; the locations under the old ``<store>/artifacts`` are
+    rewritten to this one's. Returns the old location, or None if nothing moved.
+    """
+    import sqlite3
+
+    new = (store_dir / "artifacts").resolve().as_uri()
+    with sqlite3.connect(store_dir / "mlflow.db") as db:
+        rows = db.execute("SELECT artifact_location FROM experiments "
+                          "WHERE artifact_location LIKE 'file://%/artifacts'").fetchall()
+        old = max({r[0] for r in rows} or {new}, key=lambda v: sum(r[0] == v for r in rows))
+        if old == new:
+            return None
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        for table, column in LOCATION_COLUMNS:
+            if table in tables:
+                db.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) "  # noqa: S608
+                           f"WHERE {column} = ? OR {column} LIKE ?",
+                           (new, len(old) + 1, old, old + "/%"))
+    logger.info("moved the store's artifact locations from %s to %s", old, new)
+    return old
 
 
 def github_env() -> tuple[str, str, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import re
 import subprocess
 import threading
@@ -187,7 +188,11 @@ def store_blob(tmp_path_factory) -> bytes:
     """A zipped embedded store holding a champion, as the retrain job uploads it."""
     root = tmp_path_factory.mktemp("store")
     assert make("pipeline", env=isolated_env(root)).returncode == 0
-    return zipped(root / ".mlflow")
+    blob = zipped(root / ".mlflow")
+    # Gone, like the uploading job's workspace: the restored store must find its
+    # artifacts where it is restored, not where it was made.
+    shutil.rmtree(root / ".mlflow")
+    return blob
 
 
 def test_store_restore_brings_back_the_newest_registry(isolated, store_blob):
@@ -207,6 +212,10 @@ def test_store_restore_brings_back_the_newest_registry(isolated, store_blob):
     assert fake.downloaded() == {7}
     status = make("status", env=isolated)
     assert "champion" in status.stdout
+    # Its artifacts are read from where it now is (MLflow records absolute paths).
+    card = make("card", "VERSION=1", env=isolated)
+    assert card.returncode == 0 and "## Model card: diabetes-ridge version 1" in card.stdout, (
+        card.stderr)
     fake.server.shutdown()
 
 
