@@ -35,10 +35,10 @@ install: $(VENV)/.installed ## Create .venv and install the locked dependencies 
 
 .PHONY: lint
 lint: install ## flake8 (+bugbear), import-linter, mypy; actionlint, zizmor, schemas on .github and the Kubernetes overlays; hadolint
-	$(BIN)/flake8 src ml_service tests
+	$(BIN)/flake8 src ml_service tests infra/act
 	$(BIN)/lint-imports
 	$(BIN)/mypy --strict ml_service
-	$(BIN)/mypy src tests/models
+	$(BIN)/mypy src tests/models infra/act
 	$(BIN)/actionlint
 	$(BIN)/zizmor --offline --quiet .github/
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
@@ -126,6 +126,29 @@ $(error VERSION must be a model version number, got '$(version_text)')
 endif
 version_arg = $(if $(version_text),--version $(version_text))
 
+# Image digest for promote/verify-attestation (with VERSION): the sha256:...
+# a release run's QA job pushed (its output digest=), so its production job
+# deploys exactly what its reviewers approved even if a later run moved alias
+# qa. Taken without expanding it, like VERSION; only sha256: and 64 lowercase
+# hex digits are accepted; empty means not given.
+DIGEST ?=
+digest_text := $(value DIGEST)
+digest_hex := $(patsubst sha256:%,%,$(digest_text))
+hexless = $(subst a,,$(subst b,,$(subst c,,$(subst d,,$(subst e,,$(subst f,,$(call \
+	digitless,$(1))))))))
+# One word per character of a hex string (to count them).
+hex_spaced = $(subst 0,0 ,$(subst 1,1 ,$(subst 2,2 ,$(subst 3,3 ,$(subst 4,4 ,$(subst \
+	5,5 ,$(subst 6,6 ,$(subst 7,7 ,$(subst 8,8 ,$(subst 9,9 ,$(subst a,a ,$(subst \
+	b,b ,$(subst c,c ,$(subst d,d ,$(subst e,e ,$(subst f,f ,$(1)))))))))))))))))
+digest_ok := $(and $(filter 1,$(words $(digest_text))),$(filter sha256:%,$(digest_text)),$(if \
+	$(strip $(call hexless,$(digest_hex))),,ok),$(filter 64,$(words $(call hex_spaced,$(digest_hex)))))
+ifneq ($(digest_text),)
+ifeq ($(digest_ok),)
+$(error DIGEST must be sha256: followed by 64 lowercase hex digits, got '$(digest_text)')
+endif
+endif
+digest_arg = $(if $(digest_text),--digest $(digest_text))
+
 .PHONY: serve
 serve: install ## Serve the champion (or VERSION=n) locally with uvicorn, no Docker
 	$(BIN)/mlops serve $(version_arg)
@@ -147,8 +170,16 @@ push: install ## Push the QA image (or VERSION=n) to MLOPS_IMAGE_REGISTRY, e.g. 
 	$(BIN)/mlops push $(version_arg) $(if $(OUTPUTS_OUT),--outputs "$(OUTPUTS_OUT)")
 
 .PHONY: verify-attestation
-verify-attestation: install ## Verify GitHub's provenance + SBOM attestations of the QA image (Actions)
-	$(BIN)/mlops verify-attestation $(version_arg)
+verify-attestation: install ## Verify GitHub's provenance + SBOM attestations of the QA image, or VERSION=n DIGEST=sha256:... (Actions)
+	$(BIN)/mlops verify-attestation $(version_arg) $(digest_arg)
+
+.PHONY: production-check
+production-check: install ## Production job (Actions): deploy only with a DEPLOY_TARGET and required reviewers; OUTPUTS_OUT gets deploy=
+	$(BIN)/mlops production-check $(if $(OUTPUTS_OUT),--outputs "$(OUTPUTS_OUT)")
+
+.PHONY: sbom
+sbom: install ## Write the SBOM carried by IMAGE=name@sha256:... to SBOM_OUT (default reports/sbom.cdx.json)
+	$(BIN)/mlops sbom --image "$${IMAGE:?set IMAGE=name@sha256:...}" --out "$(or $(SBOM_OUT),reports/sbom.cdx.json)"
 
 .PHONY: remote-engine
 remote-engine: install ## For an ssh:// DOCKER_HOST, install DOCKER_SSH_KEY and DOCKER_SSH_KNOWN_HOSTS
@@ -159,8 +190,8 @@ kubeconfig: install ## For the Kubernetes target in Actions: install KUBE_CONFIG
 	$(BIN)/mlops kubeconfig
 
 .PHONY: promote
-promote: install ## Run the image that passed QA in production (rolls back on failure)
-	$(BIN)/mlops promote $(version_arg)
+promote: install ## Run the image that passed QA (or VERSION=n DIGEST=sha256:..., exactly that) in production; rolls back on failure
+	$(BIN)/mlops promote $(version_arg) $(digest_arg)
 
 .PHONY: rollback
 rollback: install ## Return production to the previously promoted version
@@ -211,11 +242,21 @@ store-restore: install ## Restore the embedded registry from the last mlflow-sto
 
 # Every workflow with a schedule; GitHub disables them after 60 idle days.
 SCHEDULED_WORKFLOWS := $(sort $(notdir $(shell grep -l '^  schedule:' .github/workflows/*.yml)))
+# The GitHub REST API (GITHUB_API_URL is set in Actions; a local stand-in under act).
+github_api = curl -fsS --retry 2 -H "Authorization: Bearer $${GH_TOKEN:?set GH_TOKEN}" \
+	-H "Accept: application/vnd.github+json" -H "X-GitHub-Api-Version: 2022-11-28" \
+	"$${GITHUB_API_URL:-https://api.github.com}/repos/$${GITHUB_REPOSITORY:?set GITHUB_REPOSITORY}/$(1)"
 
 .PHONY: keepalive
 keepalive: ## Re-enable the scheduled workflows so their schedules survive 60 idle days (Actions)
 	@for workflow in $(SCHEDULED_WORKFLOWS); do \
-		gh workflow enable "$$workflow" --repo "$${GITHUB_REPOSITORY:?set GITHUB_REPOSITORY}"; \
+		state=$$($(call github_api,actions/workflows/$$workflow) | \
+			python3 -c 'import json, sys; print(json.load(sys.stdin)["state"])'); \
+		if [ "$$state" = disabled_manually ]; then \
+			echo "left $$workflow off: someone disabled it by hand"; continue; \
+		fi; \
+		$(call github_api,actions/workflows/$$workflow/enable) -X PUT; \
+		echo "enabled $$workflow (was $$state)"; \
 	done
 
 .PHONY: drift
@@ -229,8 +270,30 @@ collect: install ## Join the scoring log with OUTCOMES=file.csv into a new datas
 		--out "$${OUT:?set OUT=new-dataset.csv}" $(ARGS)
 
 .PHONY: trigger-retrain
-trigger-retrain: ## Start the retrain workflow (Actions; needs GH_TOKEN with actions: write)
-	gh workflow run retrain.yml --repo "$${GITHUB_REPOSITORY:?set GITHUB_REPOSITORY}"
+trigger-retrain: ## Start the retrain workflow on this run's branch (Actions; needs GH_TOKEN with actions: write)
+	@$(call github_api,actions/workflows/retrain.yml/dispatches) -X POST \
+		-d "{\"ref\": \"$${GITHUB_REF_NAME:?set GITHUB_REF_NAME}\"}"
+	@echo "started retrain.yml on $${GITHUB_REF_NAME}"
+
+# The workflows on this machine: act runs their jobs here (host mode), the
+# GitHub API they call is a local stand-in (infra/act/). EVENT is push,
+# pull_request, workflow_dispatch or schedule; ACT_ARGS adds --var NAME=VALUE,
+# --secret NAME=VALUE, --input NAME=VALUE; ACT_ACTIONS names an offline copy of
+# the pinned actions (OWNER/REPO@SHA folders) where GitHub cannot be reached.
+EVENT ?= push
+WORKFLOW ?= build.yml
+JOB ?=
+ACT_ARGS ?=
+ACT_ACTIONS ?=
+
+.PHONY: act
+act: install ## Run WORKFLOW (JOB, or every job EVENT starts) on this machine with act
+	$(BIN)/python infra/act/run.py $(EVENT) --workflow $(WORKFLOW) $(if $(JOB),--job $(JOB)) \
+		$(if $(ACT_ACTIONS),--actions $(ACT_ACTIONS)) $(ACT_ARGS)
+
+.PHONY: workflows
+workflows: install ## Run the four workflows under act as a fresh fork and as a configured repository (Docker, registry, cluster)
+	MLOPS_RUN_WORKFLOWS=1 $(BIN)/pytest tests/act $(WORKFLOWS_ARGS)
 
 # A local single-node Kubernetes for the Kubernetes deploy target and its tests
 # (built once from Debian's source package, cached by a hash of the build script).

@@ -293,7 +293,8 @@ def relocate_store(store_dir: Path) -> str | None:
     with sqlite3.connect(store_dir / "mlflow.db") as db:
         rows = db.execute("SELECT artifact_location FROM experiments "
                           "WHERE artifact_location LIKE 'file://%/artifacts'").fetchall()
-        old = max({r[0] for r in rows} or {new}, key=lambda v: sum(r[0] == v for r in rows))
+        locations = [str(r[0]) for r in rows]
+        old = max(set(locations) or {new}, key=locations.count)
         if old == new:
             return None
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}

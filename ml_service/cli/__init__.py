@@ -12,7 +12,16 @@ from typing import Annotated
 
 import typer
 
-from ml_service.cli import actions, many, monitoring, release, serving, status, training
+from ml_service.cli import (
+    actions,
+    delivery,
+    many,
+    monitoring,
+    release,
+    serving,
+    status,
+    training,
+)
 from ml_service.cli.common import configure
 
 app = typer.Typer(
@@ -21,7 +30,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for part in (training, many, status, serving, release, monitoring, actions):
+for part in (training, many, status, serving, release, delivery, monitoring, actions):
     app.add_typer(part.app)
 
 

@@ -383,6 +383,13 @@ def test_keepalive_re_enables_every_scheduled_workflow(api):
     assert [(c["call"], c["workflow"], c["authorization"]) for c in state.read(
         "calls.json", [])] == [("enable", "monitor.yml", "Bearer"),
                                ("enable", "retrain.yml", "Bearer")]
+    assert "enabled monitor.yml (was active)" in result.stdout
+    # A workflow someone switched off by hand stays off.
+    state.write("workflows.json", {"monitor.yml": "disabled_manually"})
+    result = make("keepalive", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "left monitor.yml off: someone disabled it by hand" in result.stdout
+    assert [c["workflow"] for c in state.read("calls.json", [])][2:] == ["retrain.yml"]
     result = make("keepalive", env={**env, "GITHUB_REPOSITORY": ""})
     assert result.returncode != 0 and "set GITHUB_REPOSITORY" in result.stderr
     result = make("keepalive", env={**env, "GH_TOKEN": ""})
@@ -408,26 +415,45 @@ def reviewers(*logins: str) -> dict:
         "reviewers": [{"type": "User", "reviewer": {"login": who}} for who in logins]}]}
 
 
+def approved(*logins: str, environment: str = "production", state: str = "approved") -> list:
+    return [{"state": state, "user": {"login": who}, "environments": [{"name": environment}]}
+            for who in logins]
+
+
 @pytest.mark.parametrize("case", [
-    # (DEPLOY_TARGET, environment, ALLOW_UNREVIEWED_PRODUCTION, exit code, deploy, message)
-    ("", None, "", 0, "false", "production is not configured, so nothing was deployed"),
-    ("kubernetes", reviewers("alice", "bob"), "", 0, "true",
-     "requires a review by one of alice, bob: deploying to kubernetes"),
-    ("docker", None, "", 1, None, "environment 'production' does not exist"),
-    ("docker", {"protection_rules": [{"type": "wait_timer"}]}, "", 1, None,
+    # (DEPLOY_TARGET, environment, this run's approvals, ALLOW_UNREVIEWED_PRODUCTION,
+    #  exit code, deploy, message)
+    ("", None, [], "", 0, "false", "production is not configured, so nothing was deployed"),
+    ("kubernetes", reviewers("alice", "bob"), approved("bob"), "", 0, "true",
+     "approved by bob (environment 'production' requires a review by one of alice, bob): "
+     "deploying to kubernetes"),
+    # Rules, but no approval on record: an administrator's bypass, or rules GitHub
+    # ignores on the plan; an approval of another environment, or a rejection.
+    ("docker", reviewers("alice"), [], "", 1, None,
+     "this run has no approval of environment 'production' by a reviewer"),
+    ("docker", reviewers("alice"), approved("alice", environment="qa") + approved(
+        "alice", state="rejected"), "", 1, None, "has no approval of environment"),
+    ("docker", None, [], "", 1, None, "environment 'production' does not exist"),
+    ("docker", {"protection_rules": [{"type": "wait_timer"}]}, [], "", 1, None,
      "has no required reviewers, so this run would deploy with nobody's approval"),
-    ("docker", {"protection_rules": []}, "true", 0, "true",
+    ("docker", {"protection_rules": [{"type": "required_reviewers", "reviewers": []}]}, [], "",
+     1, None, "has no required reviewers"),
+    ("docker", {"protection_rules": []}, [], "true", 0, "true",
      "as ALLOW_UNREVIEWED_PRODUCTION=true allows"),
-    ("bogus", reviewers("alice"), "", 2, None, "DEPLOY_TARGET='bogus' is not one of"),
-], ids=["fresh-fork", "reviewed", "no-environment", "no-reviewers", "allowed", "bad-target"])
-def test_production_check_deploys_only_where_configured_and_reviewed(api, tmp_path, case):
-    target, environment, allow, code, deploy, message = case
+    ("bogus", reviewers("alice"), approved("alice"), "", 2, None,
+     "DEPLOY_TARGET='bogus' is not one of"),
+], ids=["fresh-fork", "approved", "bypassed", "not-this-environment", "no-environment",
+        "no-reviewers", "empty-reviewers", "allowed", "bad-target"])
+def test_production_check_deploys_only_where_configured_and_approved(api, tmp_path, case):
+    target, environment, approvals, allow, code, deploy, message = case
     state, env = api
     if environment is not None:
         state.write("environments.json", {"production": environment})
+    state.write("approvals.json", approvals)
     outputs = tmp_path / "outputs.txt"
     result = make("production-check", f"OUTPUTS_OUT={outputs}", env={
-        **env, "DEPLOY_TARGET": target, "ALLOW_UNREVIEWED_PRODUCTION": allow})
+        **env, "DEPLOY_TARGET": target, "ALLOW_UNREVIEWED_PRODUCTION": allow,
+        "GITHUB_RUN_ID": "77"})
     assert result.returncode == (2 if code else 0), result.stderr  # make: 2 on any failure
     if code:
         assert f"production-check] Error {code}" in result.stderr
@@ -435,9 +461,10 @@ def test_production_check_deploys_only_where_configured_and_reviewed(api, tmp_pa
     else:
         assert outputs.read_text() == f"deploy={deploy}\n"
     assert message in result.stdout + result.stderr
-    # The environment is read only when a target is configured.
+    # The environment and the run's reviews are read only when a target is configured.
     asked = state.read("requests.log.json", [])
     assert any("/environments/production" in line for line in asked) == bool(target)
+    assert any("/actions/runs/77/approvals" in line for line in asked) == bool(target)
 
 
 def test_promote_and_rollback_refuse_a_github_hosted_runners_own_engine(isolated):
