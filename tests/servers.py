@@ -382,3 +382,25 @@ class RayCluster:
             while self.processes() and time.monotonic() < deadline:
                 time.sleep(0.1)
         shutil.rmtree(self.temp, ignore_errors=True)
+
+
+def docker_registry(binary: str, root: Path) -> tuple[str, subprocess.Popen]:
+    """Start Debian's docker-registry on a loopback port, storing under ``root``.
+
+    Returns its ``host:port`` and process. Docker trusts 127.0.0.0/8 registries
+    over plain HTTP.
+
+    Raises:
+        RuntimeError: If it does not answer within 30 s.
+    """
+    port = free_port()
+    config = root / "config.yml"
+    config.write_text("version: 0.1\n"
+                      f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
+                      f"http:\n  addr: 127.0.0.1:{port}\n")
+    process = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    if not wait_for_http(f"http://127.0.0.1:{port}/v2/", process, 30):
+        process.kill()
+        raise RuntimeError("docker-registry did not start")
+    return f"127.0.0.1:{port}", process

@@ -67,27 +67,14 @@ def local_registry(tmp_path_factory, docker_client):
     registries over plain HTTP.
     """
     import shutil
-    import subprocess
 
-    from tests.servers import free_port, wait_for_http
+    from tests.servers import docker_registry
 
     binary = shutil.which("docker-registry")
     if binary is None:
         _unavailable("docker-registry is not installed (Debian package docker-registry)")
-    root = tmp_path_factory.mktemp("registry")
-    port = free_port()
-    config = root / "config.yml"
-    config.write_text(
-        "version: 0.1\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
-    )
-    process = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    if not wait_for_http(f"http://127.0.0.1:{port}/v2/", process, 30):
-        process.kill()
-        pytest.fail("docker-registry did not start")
-    yield f"127.0.0.1:{port}"
+    address, process = docker_registry(binary, tmp_path_factory.mktemp("registry"))
+    yield address
     process.terminate()
     process.wait(timeout=10)
 

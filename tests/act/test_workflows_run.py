@@ -1,0 +1,126 @@
+"""The four workflows, executed: every job under act, on the events a fork sees.
+
+Run by `make workflows` (and so by .ci/run), in this order, as one repository:
+
+1. a fresh fork (no secrets, no environments): a push to main and a pull
+   request (build.yml), the weekly retrain (retrain.yml, calling release.yml)
+   and the daily drift check (monitor.yml); every run green, production ending
+   with a notice that it is not configured;
+2. a manual retrain (`force`) of unchanged data: nothing registered, no release;
+3. a configured repository: a manual release whose QA job pushes the image and
+   whose production job deploys that digest to the local Kubernetes cluster.
+
+What this machine cannot give the jobs is swapped through variables, and only
+that: REGISTRY_HOST (a local docker-registry for GHCR) and ATTESTATIONS=false
+(act has no OIDC token to sign with). The steps the swaps skip, the approval
+wait and everything else only GitHub can show are listed in
+docs/github-setup.md.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import pytest
+
+from tests.act.conftest import Repository, Run, jobs_of, kubeconfig_secret
+
+pytestmark = pytest.mark.e2e
+
+
+def unreachable_services(repository: Repository) -> dict[str, str]:
+    """The repository variables that stand in for GitHub services act cannot reach."""
+    return {"REGISTRY_HOST": repository.registry, "ATTESTATIONS": "false"}
+
+
+def assert_green(run: Run, expected: set[str]) -> None:
+    """act exited 0, and exactly the ``expected`` jobs (by act's label) ran and succeeded."""
+    assert run.code == 0, run.explain()
+    assert set(run.jobs) == expected, run.explain()
+    assert set(run.jobs.values()) == {"succeeded"}, run.explain()
+
+
+def test_a_push_to_main_runs_every_build_job(repository):
+    # The test job's pytest runs the static workflow tests only: the whole
+    # suite is what `make test` runs, once.
+    run = repository.act("push", "build.yml", variables=unreachable_services(repository),
+                         env={"PYTEST_ARGS": "tests/workflows/test_workflows.py"})
+    assert_green(run, {f"build/{job}" for job in jobs_of("build.yml")})
+    assert "starting with an empty registry" in run.log
+    assert "would register" in run.log
+
+
+def test_a_pull_request_gets_one_summary_comment_updated_on_every_push(repository):
+    for _ in range(2):  # created by the first push, updated by the second
+        run = repository.act("pull_request", "build.yml", job="pipeline", branch="feature")
+        assert_green(run, {"build/pipeline"})
+        comments = repository.read("comments.json", [])
+        assert len(comments) == 1, comments
+        assert comments[0]["body"].startswith("<!-- mlops-pipeline-summary -->")
+        assert "### Training pipeline" in comments[0]["body"]
+
+
+def test_the_weekly_retrain_of_a_fresh_fork_registers_releases_to_qa_and_stops_at_a_notice(
+        repository):
+    run = repository.act("schedule", "retrain.yml", variables=unreachable_services(repository))
+    # release.yml's attest job is skipped (ATTESTATIONS=false); production runs
+    # its guard step only: no DEPLOY_TARGET yet.
+    assert_green(run, {"retrain/retrain", "release/release/qa", "release/release/production",
+                       "retrain/keepalive"})
+    assert "registered** as version 1" in run.log
+    assert "QA passed" in run.log and "pushed version 1:" in run.log
+    assert "production is not configured, so nothing was deployed" in run.log
+    assert "make promote" not in run.log
+    calls = repository.read("calls.json", [])
+    assert sorted(c["workflow"] for c in calls if c["call"] == "enable") == [
+        "monitor.yml", "retrain.yml"]
+    runs = repository.read("runs.json", [])
+    assert runs[-1]["workflow"] == "retrain.yml" and runs[-1]["conclusion"] == "success"
+    assert (repository.state / "artifacts" / str(runs[-1]["id"]) / "mlflow-store").is_dir()
+
+
+def test_the_daily_drift_check_of_a_fresh_fork_ends_with_a_notice(repository):
+    run = repository.act("schedule", "monitor.yml")
+    # No drift found (nothing to check): the retrain job is skipped.
+    assert_green(run, {"monitor/drift", "monitor/keepalive"})
+    assert "restored the registry from artifact" in run.log
+    assert "SCORING_LOG_URI" in run.log
+
+
+def test_a_forced_manual_retrain_of_unchanged_data_registers_no_duplicate(repository):
+    run = repository.act("workflow_dispatch", "retrain.yml", inputs={"force": "true"},
+                         variables=unreachable_services(repository))
+    # "Not better" (here: identical) is a normal outcome; no release is called.
+    assert_green(run, {"retrain/retrain"})
+    assert "not registered" in run.log and "identical to registered version 1" in run.log
+
+
+def test_a_configured_repository_releases_what_qa_passed_to_the_cluster(repository):
+    path, kubeconfig = kubeconfig_secret()
+    repository.set_environment("production", reviewers=["release-manager"],
+                               approved_by=["release-manager"])
+    try:
+        run = repository.act(
+            "workflow_dispatch", "release.yml", inputs={"version": "1"},
+            variables={**unreachable_services(repository), "DEPLOY_TARGET": "kubernetes"},
+            secrets={"KUBE_CONFIG_DATA": kubeconfig, "GHCR_PULL_TOKEN": "read-token"},
+            # The local cluster runs Kubernetes 1.20: its overlay (no policy/v1).
+            env={"MLOPS_KUBE_OVERLAY_PRODUCTION": "infra/kubernetes/overlays/production-1.20"})
+        assert_green(run, {"release/qa", "release/production"})
+        pushed = re.search(r"pushed version 1: (\S+@sha256:[0-9a-f]{64})", run.log)
+        assert pushed, run.explain()
+        assert "approved by release-manager" in run.log
+        assert "installed the kubeconfig" in run.log and "/kubeconfig" in run.log
+        assert "promoted version 1 to production" in run.log
+        deployment = json.loads(subprocess.run(
+            ["kubectl", "--kubeconfig", path, "-n", "mlops-production", "get",
+             "deployment/scoring", "-o", "json"],
+            capture_output=True, text=True, check=True, timeout=60).stdout)
+        containers = deployment["spec"]["template"]["spec"]["containers"]
+        assert [c["image"] for c in containers] == [pushed[1]]
+    finally:
+        subprocess.run(["kubectl", "--kubeconfig", path, "delete", "namespace",
+                        "mlops-production", "--ignore-not-found", "--wait=false"],
+                       capture_output=True, timeout=60)
