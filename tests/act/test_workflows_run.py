@@ -5,7 +5,8 @@ Run by `make workflows` (and so by .ci/run), in this order, as one repository:
 1. a fresh fork (no secrets, no environments): a push to main and a pull
    request (build.yml), the weekly retrain (retrain.yml, calling release.yml)
    and the daily drift check (monitor.yml); every run green, production ending
-   with a notice that it is not configured;
+   with a notice that it is not configured; then a drift check on a drifted
+   scoring log, which starts a retrain;
 2. a manual retrain (`force`) of unchanged data: nothing registered, no release;
 3. a configured repository: a manual release whose QA job pushes the image and
    whose production job deploys that digest to the local Kubernetes cluster.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -87,6 +89,54 @@ def test_the_daily_drift_check_of_a_fresh_fork_ends_with_a_notice(repository):
     assert_green(run, {"monitor/drift", "monitor/keepalive"})
     assert "restored the registry from artifact" in run.log
     assert "SCORING_LOG_URI" in run.log
+
+
+def drifted_scoring_log(repository: Repository, workdir: Path) -> Path:
+    """A scoring log of shifted requests, scored by the champion the retrain stored."""
+    import zipfile
+
+    import pandas as pd
+    from fastapi.testclient import TestClient
+
+    from diabetes_regression.spec import SPEC
+    from ml_service.github import relocate_store
+    from ml_service.registry import connect
+    from ml_service.registry.export import export_bundle
+    from ml_service.serving import create_app
+    from ml_service.settings import Settings
+    from tests.conftest import DATA, model_settings
+    from tests.integration.test_monitoring import shifted
+
+    newest = max(repository.state.glob("artifacts/*/mlflow-store/mlflow-store.zip"),
+                 key=lambda p: int(p.parts[-3]))
+    store = workdir / ".mlflow"
+    with zipfile.ZipFile(newest) as archive:
+        archive.extractall(store)
+    relocate_store(store)
+    registry = connect(model_settings(tracking_uri="", store_dir=store))
+    export_bundle(registry, registry.alias_version("champion"), workdir / "bundle", SPEC)
+    log_dir = workdir / "scoring-log"
+    frame = shifted(pd.read_csv(DATA))
+    app = create_app(Settings(bundle_dir=workdir / "bundle", scoring_log_dir=log_dir))
+    with TestClient(app) as client:
+        for start in range(0, 400, 20):
+            rows = frame.iloc[start:start + 20][SPEC.contract.feature_names].values.tolist()
+            assert client.post("/score", json={"data": rows}).status_code == 200
+    return log_dir
+
+
+def test_a_drift_check_that_finds_drift_starts_a_retrain(repository, tmp_path):
+    log_dir = drifted_scoring_log(repository, tmp_path)
+    run = repository.act("workflow_dispatch", "monitor.yml",
+                         variables={"SCORING_LOG_URI": log_dir.as_uri()})
+    # keepalive runs on the schedule only.
+    assert_green(run, {"monitor/drift", "monitor/retrain"})
+    assert "drift detected" in run.log
+    branch = subprocess.run(["git", "rev-parse", "--abbrev-ref", "HEAD"], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    dispatch = repository.read("calls.json", [])[-1]
+    assert dispatch["call"] == "dispatch" and dispatch["workflow"] == "retrain.yml"
+    assert dispatch["body"] == {"ref": branch}
 
 
 def test_a_forced_manual_retrain_of_unchanged_data_registers_no_duplicate(repository):
