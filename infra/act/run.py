@@ -29,6 +29,7 @@ import datetime as dt
 import json
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -57,6 +58,13 @@ def tool_cache_python(tool_cache: Path) -> Path:
         (prefix / "include").symlink_to(include.parent)
     (tool_cache / "Python" / version / "x64.complete").touch()
     return prefix
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (act's artifact server has a fixed default)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def git(*args: str) -> str:
@@ -174,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     command = [args.act, args.event, "-W", str(workflow), "-e", str(event_file),
                "-P", "ubuntu-latest=-self-hosted",
                "--artifact-server-path", str(state_dir / "artifacts"),
-               "--artifact-server-addr", "127.0.0.1", "--cache-server-addr", "127.0.0.1",
+               "--artifact-server-addr", "127.0.0.1", "--artifact-server-port", str(free_port()),
+               "--cache-server-addr", "127.0.0.1",
                "--secret-file", str(secret_file),
                "--env", f"GITHUB_API_URL={api}", "--env", f"GITHUB_REPOSITORY={args.repository}",
                "--env", f"GITHUB_RUN_ID={run_id}"]
