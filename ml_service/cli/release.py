@@ -208,15 +208,19 @@ def remote_engine() -> None:
     """Install the SSH key and known host of an ssh:// DOCKER_HOST, then check the engine.
 
     Reads DOCKER_SSH_KEY and DOCKER_SSH_KNOWN_HOSTS (secrets in Actions). Does
-    nothing when DOCKER_HOST is unset or not ssh://.
+    nothing when DOCKER_HOST is unset or not ssh://. In Actions the private key
+    goes under $RUNNER_TEMP; ~/.ssh gets the host key and a Host block naming it.
     """
     from ml_service.release.image import docker_client
     from ml_service.release.remote_engine import install_identity, ssh_target
 
     settings = load_settings()
     key = settings.docker_ssh_key.get_secret_value() if settings.docker_ssh_key else None
+    runner_temp = os.environ.get("RUNNER_TEMP")  # Actions: emptied after the job
     out.print(install_identity(settings.docker_host, key, settings.docker_ssh_known_hosts,
-                               Path.home() / ".ssh"), markup=False)
+                               Path.home() / ".ssh",
+                               Path(runner_temp) / "ssh" if runner_temp else None),
+              markup=False)
     if ssh_target(settings.docker_host) is not None:
         version = docker_client().version().get("Version", "?")
         out.print(f"Docker engine {version} answers at {settings.docker_host}; its "

@@ -34,7 +34,7 @@ def ssh_target(docker_host: str | None) -> tuple[str, int] | None:
 
 
 def install_identity(docker_host: str | None, key: str | None, known_hosts: str | None,
-                     ssh_dir: Path) -> str:
+                     ssh_dir: Path, key_dir: Path | None = None) -> str:
     """Install the SSH key and known host for an ``ssh://`` DOCKER_HOST.
 
     Args:
@@ -42,7 +42,11 @@ def install_identity(docker_host: str | None, key: str | None, known_hosts: str 
         key: The private key (OpenSSH or PEM text).
         known_hosts: known_hosts line(s) for the host, e.g. ``ssh-keyscan`` output
             checked out of band.
-        ssh_dir: Usually ``~/.ssh``.
+        ssh_dir: Usually ``~/.ssh``: the host key and the ``Host`` block (the
+            Docker SDK reads only ``~/.ssh/config`` and ``known_hosts``).
+        key_dir: Where the private key goes (default ``ssh_dir``); in Actions
+            the job's ``$RUNNER_TEMP``, which the runner empties after the job,
+            so no key stays in a self-hosted runner's home.
 
     Returns:
         A sentence saying what was installed, or why nothing was needed.
@@ -79,8 +83,10 @@ def install_identity(docker_host: str | None, key: str | None, known_hosts: str 
         raise UsageError(f"DOCKER_SSH_KNOWN_HOSTS has no key for {entry}")
 
     ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key_dir = key_dir or ssh_dir
+    key_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     safe = re.sub(r"[^A-Za-z0-9.-]", "_", host)
-    key_file = ssh_dir / f"mlops-docker-{safe}"
+    key_file = key_dir / f"mlops-docker-{safe}"
     _write_private(key_file, _normalise(key))
     try:
         paramiko.PKey.from_path(key_file)

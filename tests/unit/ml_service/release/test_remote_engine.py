@@ -41,6 +41,20 @@ def test_the_key_known_host_and_config_are_installed_private_and_idempotent(tmp_
     assert (ssh_dir / "config").read_text().count("Host prod.example") == 1
 
 
+def test_in_actions_the_private_key_goes_under_runner_temp_not_home(tmp_path, host_key):
+    """A self-hosted runner keeps its home between jobs; the runner empties $RUNNER_TEMP."""
+    ssh_dir, key_dir = tmp_path / "home" / ".ssh", tmp_path / "runner-temp" / "ssh"
+    install_identity("ssh://deploy@prod.example", keypair()[0], f"prod.example {host_key}",
+                     ssh_dir, key_dir)
+    key_file = key_dir / "mlops-docker-prod.example"
+    paramiko.PKey.from_path(key_file)
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(key_dir.stat().st_mode) == 0o700
+    assert sorted(p.name for p in ssh_dir.iterdir()) == ["config", "known_hosts"]
+    config = paramiko.SSHConfig.from_path(str(ssh_dir / "config")).lookup("prod.example")
+    assert config["identityfile"] == [str(key_file)]
+
+
 def test_an_existing_ssh_config_is_kept(tmp_path, host_key):
     ssh_dir = tmp_path / ".ssh"
     ssh_dir.mkdir()
