@@ -209,7 +209,10 @@ def _pages(get: Callable[..., Any], path: str, key: str,
            **params: Any) -> Iterator[dict[str, Any]]:
     """The items ``key`` of the listing ``path``, page after page, at most MAX_PAGES."""
     for page in range(1, MAX_PAGES + 1):
-        items = get(path, per_page=100, page=page, **params).get(key) or []
+        answer = get(path, per_page=100, page=page, **params)
+        items = answer.get(key) if isinstance(answer, dict) else None
+        if not isinstance(items, list):  # never read an odd answer as "nothing there"
+            raise MlopsError(f"the GitHub API's answer to {path} has no '{key}' list")
         yield from items
         if len(items) < 100:
             return
@@ -300,9 +303,10 @@ def relocate_store(store_dir: Path) -> str | None:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         for table, column in LOCATION_COLUMNS:
             if table in tables:
+                # A plain prefix comparison: LIKE would read % and _ in a path as wildcards.
                 db.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) "  # noqa: S608
-                           f"WHERE {column} = ? OR {column} LIKE ?",
-                           (new, len(old) + 1, old, old + "/%"))
+                           f"WHERE {column} = ? OR substr({column}, 1, ?) = ?",
+                           (new, len(old) + 1, old, len(old) + 1, old + "/"))
     logger.info("moved the store's artifact locations from %s to %s", old, new)
     return old
 

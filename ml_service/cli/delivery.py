@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ml_service.cli.common import append, err, guarded, out
+from ml_service.errors import MlopsError
 
 app = typer.Typer()
 SBOM_OUT = Path("reports/sbom.cdx.json")
@@ -25,7 +26,8 @@ def production_check(
 
     Reads DEPLOY_TARGET and ALLOW_UNREVIEWED_PRODUCTION (the repository
     variables of those names, passed by the workflow), the environment's
-    protection rules and this run's (GITHUB_RUN_ID) approvals from the GitHub API.
+    protection rules and this run's (GITHUB_RUN_ID) approvals from the GitHub API,
+    and refuses to deploy without the QA job's VERSION and DIGEST.
     """
     from ml_service.github import github_env, notice
     from ml_service.release.approval import (
@@ -42,6 +44,14 @@ def production_check(
         run_id = os.environ.get("GITHUB_RUN_ID")
         approvals = fetch_approvals(*github_env(), run_id) if run_id else []
     verdict = production_verdict(target, found, allow, environment, approvals)
+    if verdict.deploy:
+        handed_over = {name: os.environ.get(name, "") for name in ("VERSION", "DIGEST")}
+        missing = [name for name, value in handed_over.items() if not value.strip()]
+        if missing:  # promote would fall back to whatever holds alias qa now
+            raise MlopsError(
+                f"the QA job handed over no {' and no '.join(missing)}: production deploys "
+                "only the version and digest its QA job passed (GitHub drops a job output "
+                "that contains a secret's value); nothing was deployed")
     append(outputs, f"deploy={'true' if verdict.deploy else 'false'}\n")
     if verdict.warning:
         err.print(f"::warning title=mlops::{verdict.message}"

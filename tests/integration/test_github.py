@@ -453,7 +453,7 @@ def test_production_check_deploys_only_where_configured_and_approved(api, tmp_pa
     outputs = tmp_path / "outputs.txt"
     result = make("production-check", f"OUTPUTS_OUT={outputs}", env={
         **env, "DEPLOY_TARGET": target, "ALLOW_UNREVIEWED_PRODUCTION": allow,
-        "GITHUB_RUN_ID": "77"})
+        "GITHUB_RUN_ID": "77", "VERSION": "3", "DIGEST": "sha256:" + "ab" * 32})
     assert result.returncode == (2 if code else 0), result.stderr  # make: 2 on any failure
     if code:
         assert f"production-check] Error {code}" in result.stderr
@@ -465,6 +465,19 @@ def test_production_check_deploys_only_where_configured_and_approved(api, tmp_pa
     asked = state.read("requests.log.json", [])
     assert any("/environments/production" in line for line in asked) == bool(target)
     assert any("/actions/runs/77/approvals" in line for line in asked) == bool(target)
+
+
+def test_production_check_refuses_to_deploy_without_the_qa_jobs_version_and_digest(api):
+    """An output GitHub dropped (it contained a secret's value) must not mean "alias qa"."""
+    state, env = api
+    state.write("environments.json", {"production": reviewers("alice")})
+    state.write("approvals.json", approved("alice"))
+    for missing in ("VERSION", "DIGEST"):
+        handed = {"VERSION": "3", "DIGEST": "sha256:" + "ab" * 32, missing: ""}
+        result = make("production-check", env={**env, "DEPLOY_TARGET": "docker",
+                                               "GITHUB_RUN_ID": "77", **handed})
+        assert result.returncode == 2 and "production-check] Error 1" in result.stderr
+        assert f"the QA job handed over no {missing}" in result.stderr
 
 
 def test_promote_and_rollback_refuse_a_github_hosted_runners_own_engine(isolated):
