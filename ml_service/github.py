@@ -81,11 +81,34 @@ def comparison_markdown(result: dict[str, Any], label: str = "champion") -> list
     return lines
 
 
-def notice(text: str) -> str:
-    """``text`` as a GitHub Actions notice annotation inside Actions, else as it is."""
+def notice(text: str, level: str = "notice") -> str:
+    """``text`` as a GitHub Actions annotation (``notice``/``warning``) inside Actions."""
     if os.environ.get("GITHUB_ACTIONS") == "true":
-        return f"::notice title=mlops::{text}"
+        return f"::{level} title=mlops::{text}"
     return text
+
+
+def api_get(api_url: str, token: str, path: str, missing_ok: bool = False,
+            **params: Any) -> Any:
+    """The JSON answer of a GET of the GitHub REST API.
+
+    Args:
+        missing_ok: Answer None for a 404 instead of failing.
+
+    Raises:
+        MlopsError: If the API refuses (the job lacks ``actions: read``, or
+            ``contents: read`` for branches and compare).
+    """
+    import requests
+
+    response = requests.get(f"{api_url}{path}", params=params, timeout=30, headers={
+        "Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json"})
+    if missing_ok and response.status_code == 404:
+        return None
+    if response.status_code != 200:
+        raise MlopsError(f"cannot read {path} of the GitHub API: HTTP {response.status_code} "
+                         "(the job needs `actions: read`)")
+    return response.json()
 
 
 def step_outputs(result: dict[str, Any]) -> str:
@@ -132,18 +155,10 @@ def restore_store(store_dir: Path, api_url: str, repository: str, token: str,
             stores exist but none from a trusted run (starting empty would
             register a new first model and save it as the trusted store).
     """
-    import requests
-
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json"}
 
     def get(path: str, **params: Any) -> Any:
-        response = requests.get(f"{api_url}{path}", params=params, headers=headers, timeout=30)
-        if response.status_code != 200:
-            raise MlopsError(
-                f"cannot read {path} of the GitHub API: HTTP {response.status_code} "
-                "(the job needs `actions: read`)"
-            )
-        return response.json()
+        return api_get(api_url, token, path, **params)
 
     repo = get(f"/repos/{repository}")
     branch = repo["default_branch"]

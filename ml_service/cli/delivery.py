@@ -53,12 +53,9 @@ def production_check(
                 "only the version and digest its QA job passed (GitHub drops a job output "
                 "that contains a secret's value); nothing was deployed")
     append(outputs, f"deploy={'true' if verdict.deploy else 'false'}\n")
-    if verdict.warning:
-        err.print(f"::warning title=mlops::{verdict.message}"
-                  if os.environ.get("GITHUB_ACTIONS") == "true" else verdict.message,
-                  markup=False, highlight=False)
-    else:
-        out.print(notice(verdict.message), markup=False, highlight=False)
+    (err if verdict.warning else out).print(
+        notice(verdict.message, "warning" if verdict.warning else "notice"),
+        markup=False, highlight=False)
 
 
 @app.command()

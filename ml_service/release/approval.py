@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ml_service.errors import MlopsError, UsageError
+from ml_service.github import api_get
 
 TARGETS = ("docker", "kubernetes")
 
@@ -103,21 +104,6 @@ def production_verdict(deploy_target: str, environment: dict[str, Any] | None,
         "(private repositories on GitHub Free, Pro and Team); nothing was deployed")
 
 
-def _get(api_url: str, path: str, token: str) -> Any:
-    """JSON of a GET of the REST API; None for 404."""
-    import requests
-
-    response = requests.get(
-        f"{api_url}{path}", timeout=30,
-        headers={"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json"})
-    if response.status_code == 404:
-        return None
-    if response.status_code != 200:
-        raise MlopsError(f"cannot read {path} of the GitHub API: HTTP "
-                         f"{response.status_code} (the job needs `actions: read`)")
-    return response.json()
-
-
 def fetch_environment(api_url: str, repository: str, token: str,
                       name: str = "production") -> dict[str, Any] | None:
     """The environment ``name`` from the REST API; None when it does not exist.
@@ -125,8 +111,8 @@ def fetch_environment(api_url: str, repository: str, token: str,
     Raises:
         MlopsError: If the API refuses.
     """
-    environment: dict[str, Any] | None = _get(
-        api_url, f"/repos/{repository}/environments/{name}", token)
+    environment: dict[str, Any] | None = api_get(
+        api_url, token, f"/repos/{repository}/environments/{name}", missing_ok=True)
     return environment
 
 
@@ -137,6 +123,7 @@ def fetch_approvals(api_url: str, repository: str, token: str,
     Raises:
         MlopsError: If the API refuses.
     """
-    approvals: list[dict[str, Any]] = _get(
-        api_url, f"/repos/{repository}/actions/runs/{run_id}/approvals", token) or []
+    approvals: list[dict[str, Any]] = api_get(
+        api_url, token, f"/repos/{repository}/actions/runs/{run_id}/approvals",
+        missing_ok=True) or []
     return approvals
