@@ -326,6 +326,14 @@ def test_make_cluster_down_and_up_leave_nothing_behind_and_start_a_ready_cluster
     assert "cluster up in" in out and f"export KUBECONFIG={CACHE / 'cluster' / 'kubeconfig'}" in out
     nodes = subprocess.run([*kubectl, "get", "nodes"], capture_output=True, text=True, timeout=30)
     assert " Ready " in nodes.stdout
+    # The kubelet shares the machine's Docker engine: no image GC (it deleted the
+    # base and QA images once a shared disk passed 85%), eviction only near full.
+    configz = subprocess.run([*kubectl, "get", "--raw", "/api/v1/nodes/localhost/proxy/configz"],
+                             capture_output=True, text=True, timeout=30, check=True)
+    config = json.loads(configz.stdout)["kubeletconfig"]
+    assert config["imageGCHighThresholdPercent"] == 100
+    assert {config["evictionHard"][signal] for signal in
+            ("nodefs.available", "imagefs.available", "nodefs.inodesFree")} == {"1%"}
     print(json.dumps({"cluster_up_s": round(time.monotonic() - started, 1)}))
 
 
