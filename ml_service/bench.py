@@ -180,10 +180,9 @@ def run_bench(settings: Settings, spec: ModelSpec, registry: Registry, version: 
         # MLflow's server loads the very copy checked here (skops, default
         # types only), so it may be told to load it: with pickle loading off,
         # MLflow refuses skops models too, as it would trust their MLmodel.
-        import mlflow.artifacts
+        from ml_service.registry.signed import download_verified
 
-        mlflow_model = Path(mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{registry.name}/{version}", dst_path=str(Path(tmp) / "m")))
+        mlflow_model = download_verified(registry, version, Path(tmp) / "m")
         what = f"{registry.name} version {version}"
         load_skops(checked_model_file(mlflow_model, what)[1], what)
         ours = [sys.executable, "-m", "ml_service.serving"]

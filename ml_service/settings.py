@@ -211,6 +211,16 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("DOCKER_SSH_KNOWN_HOSTS"),
         description="known_hosts line(s) of the ssh:// DOCKER_HOST's host.",
     )
+    # Signed models (ml_service/signing.py): the key that signs, the keys trusted.
+    signing_key: SecretStr | None = Field(
+        default=None, description="The pipeline's ECDSA private key (PEM text, e.g. a secret) "
+        "that signs registered models and bundles.")
+    signing_key_file: Path | None = Field(
+        default=None, description="The signing key as a file; default (outside Actions): "
+        "~/.config/mlops-template/signing-key.pem, made on first use.")
+    signing_trusted: Path | None = Field(
+        default=None, description="Folder of the trusted public keys (*.pub); default: the "
+        "repository's infra/signing/trusted (the image's copy in a container).")
     runner_environment: str | None = Field(
         default=None, validation_alias=AliasChoices("RUNNER_ENVIRONMENT"),
         description="Set by GitHub Actions: github-hosted or self-hosted.",
@@ -222,6 +232,7 @@ class Settings(BaseSettings):
                      "kube_context_qa", "kube_context_production", "kube_config_data",
                      "registry_username", "registry_password",
                      "docker_ssh_key", "docker_ssh_known_hosts",
+                     "signing_key", "signing_key_file", "signing_trusted",
                      mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:

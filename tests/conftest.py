@@ -16,6 +16,37 @@ DATA = REPO / "data" / "diabetes.csv"
 DEFAULT_CONFIG = REPO / "src" / "diabetes_regression" / "config.yaml"
 
 
+def pytest_configure(config):
+    """One signing key for the whole test session, and it alone trusted.
+
+    Every registration signs with it and every loader verifies against it; the
+    repository's own trusted keys and a developer's key stay out of the tests.
+    """
+    import tempfile
+
+    from ml_service import signing
+
+    if os.environ.get("MLOPS_TEST_SIGNING_ROOT"):  # set once: xdist workers inherit it
+        return
+    root = Path(tempfile.mkdtemp(prefix="mlops-test-signing-"))
+    private, public = signing.new_key_pair()
+    signing.write_private(root / "key.pem", private)
+    (root / "trusted").mkdir()
+    (root / "trusted" / "tests.pub").write_bytes(public)
+    os.environ.pop("MLOPS_SIGNING_KEY", None)
+    os.environ.update({"MLOPS_TEST_SIGNING_ROOT": str(root),
+                       "MLOPS_SIGNING_KEY_FILE": str(root / "key.pem"),
+                       "MLOPS_SIGNING_TRUSTED": str(root / "trusted")})
+
+
+def sign(directory: Path) -> Path:
+    """Sign ``directory`` (a bundle) with the session's key, as an export would."""
+    from ml_service.signing import Signer
+
+    Signer(None, Path(os.environ["MLOPS_SIGNING_KEY_FILE"])).sign(directory)
+    return directory
+
+
 def model_settings(spec=None, **values):
     """Settings from the environment (plus ``values``), resolved for ``spec`` (diabetes)."""
     from diabetes_regression.spec import SPEC
@@ -63,7 +94,7 @@ def write_bundle(directory: Path, model, spec=None, runtime: str = "onnx",
         output=spec.output, prediction_range=list(spec.prediction_range),
         example=[list(row) for row in spec.example], runtime=served,
     ).write(directory)
-    return directory
+    return sign(directory)
 
 
 @pytest.fixture

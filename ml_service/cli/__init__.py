@@ -19,6 +19,7 @@ from ml_service.cli import (
     monitoring,
     release,
     serving,
+    signing,
     status,
     training,
 )
@@ -30,7 +31,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for part in (training, many, status, serving, release, delivery, monitoring, actions):
+for part in (training, many, status, serving, release, delivery, monitoring, actions, signing):
     app.add_typer(part.app)
 
 

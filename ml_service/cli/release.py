@@ -125,20 +125,20 @@ def card(
 
     from ml_service import model_card
     from ml_service.errors import MlopsError
-    from ml_service.registry.export import export_card
+    from ml_service.registry.signed import download_verified
 
     _, _, registry = connected()
     chosen = version or registry.alias_version("qa") or chosen_version(registry, None)
-    info = registry.get_version(chosen)
     what = f"{registry.name} version {chosen}"
     with tempfile.TemporaryDirectory() as tmp:
-        if not export_card(info.run_id, info.tags.get("model_card.sha256"), Path(tmp), what):
+        signed = download_verified(registry, chosen, Path(tmp))  # the card is signed with it
+        if not (signed / model_card.JSON_FILE).is_file():
             raise MlopsError(f"{what} has no model card: it was registered before cards "
                              "existed; register a new version to get one")
-        text = (Path(tmp) / model_card.MARKDOWN_FILE).read_text()
+        text = (signed / model_card.MARKDOWN_FILE).read_text()
         if json_out is not None:
             json_out.parent.mkdir(parents=True, exist_ok=True)
-            json_out.write_bytes((Path(tmp) / model_card.JSON_FILE).read_bytes())
+            json_out.write_bytes((signed / model_card.JSON_FILE).read_bytes())
     append(markdown, text)
     out.print(text, markup=False, highlight=False)
 

@@ -108,6 +108,9 @@ def bench_engine(name: str, data: str, work: Path) -> dict[str, Any]:
         models.close()
         scored = score_many(data, home / "predictions", models.directory, version, spec, engine)
         figures["batch_score_s"] = time.perf_counter() - started
+    if version:
+        figures["signing"] = bench_signing(registry, version, home / "signing",
+                                           figures["train_s"])
     rows = sum(first.counts.values()) and scored.rows
     figures.update(
         partitions=first.partitions, counts=first.counts, registered=first.registered,
@@ -118,6 +121,39 @@ def bench_engine(name: str, data: str, work: Path) -> dict[str, Any]:
         peak_memory_mb=memory.peak / 2**20,
     )
     return figures
+
+
+def bench_signing(registry: Any, version: int, work: Path, train_s: float) -> dict[str, Any]:
+    """What signing costs a set: sign and verify it, against the plain download of it.
+
+    The set as it is signed (archive, indexes, metadata, card); ``sign_s`` is
+    what registration adds, ``verify_s`` what every loader adds after the
+    download, measured in the same run as the download itself.
+    """
+    import mlflow.artifacts
+
+    from ml_service import signing
+    from ml_service.registry.signed import download_verified
+
+    started = time.perf_counter()
+    mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{registry.name}/{version}",
+                                        dst_path=str(work / "plain"))
+    download_s = time.perf_counter() - started
+    started = time.perf_counter()
+    signed = download_verified(registry, version, work / "verified")
+    verified_download_s = time.perf_counter() - started
+    size = sum(p.stat().st_size for p in signed.rglob("*") if p.is_file())
+    (signed / signing.SIGNATURE_FILE).unlink()
+    signer = signing.signer(registry.settings)
+    started = time.perf_counter()
+    signer.sign(signed)
+    sign_s = time.perf_counter() - started
+    started = time.perf_counter()
+    signing.verify(signed, "the benchmark's set", registry.settings.signing_trusted)
+    verify_s = time.perf_counter() - started
+    return {"signed_mb": size / 2**20, "sign_s": sign_s, "verify_s": verify_s,
+            "download_s": download_s, "verified_download_s": verified_download_s,
+            "sign_share_of_train": sign_s / train_s}
 
 
 def bench_serving(work: Path, requests: int = 2000, capacity: int = 1000) -> dict[str, Any]:
@@ -197,6 +233,13 @@ def render(results: list[dict[str, Any]], data: str) -> str:
             f"{r['cached_rerun_s']:.1f} | {r['batch_score_s']:.1f} | "
             f"{r['batch_rows_per_s']:,.0f} | {r['batch_partitions_per_s']:,.0f} | "
             f"{r['peak_memory_mb']:,.0f} | {r['train_s'] / base['train_s']:.2f}x |")
+    signed = base.get("signing")
+    if signed:
+        lines += ["", f"Signing the {base['partitions']}-partition set ({signed['signed_mb']:.1f} "
+                  f"MB signed): sign {signed['sign_s']:.3f} s ({signed['sign_share_of_train']:.2%} "
+                  f"of training it), verify {signed['verify_s']:.3f} s; a verified download "
+                  f"{signed['verified_download_s']:.2f} s vs {signed['download_s']:.2f} s plain "
+                  f"({signed['verified_download_s'] / signed['download_s']:.2f}x)"]
     return "\n".join(lines) + "\n"
 
 

@@ -135,11 +135,10 @@ def run_many(root: str, spec: ModelSpec, config: PipelineConfig, settings: Setti
 
 
 def download_set(registry: Registry, version: int, directory: Path) -> ModelSet:
-    import mlflow.artifacts
+    """Set ``version``, verified against its signature before anything in it is read."""
+    from ml_service.registry.signed import download_verified
 
-    local = Path(mlflow.artifacts.download_artifacts(
-        artifact_uri=f"models:/{registry.name}/{version}", dst_path=str(directory)))
-    return ModelSet(local, version)
+    return ModelSet(download_verified(registry, version, directory), version)
 
 
 def _champion_entries(champion: ModelSet) -> dict[str, ChampionEntry]:
@@ -196,6 +195,7 @@ def _log_and_register(registry: Registry, spec: ModelSpec, directory: Path,
     import mlflow
 
     from ml_service.many.card import build_set_card
+    from ml_service.registry.signed import sign_version
     from ml_service.training.provenance import git_commit
     from ml_service.training.tracking import log_card
 
@@ -220,4 +220,5 @@ def _log_and_register(registry: Registry, spec: ModelSpec, directory: Path,
         card = build_set_card(spec, config, entries, result, registry.name, version, run_id,
                               commit, champion)
         registry.set_version_tag(version, "model_card.sha256", log_card(card))
+        sign_version(registry, version)
     return run_id, version

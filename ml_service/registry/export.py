@@ -19,7 +19,9 @@ from ml_service.bundle import (
     sha256_file,
 )
 from ml_service.errors import MlopsError, UsageError
+from ml_service import signing
 from ml_service.registry.compiled import compile_model
+from ml_service.registry.signed import download_verified
 from ml_service.registry.store import Registry
 from ml_service.spec import ModelSpec
 
@@ -48,19 +50,13 @@ def export_bundle(registry: Registry, version: int, directory: Path, spec: Model
             pipeline would load (see :func:`checked_model_file`, :func:`load_skops`).
         UsageError: If ``directory`` holds anything but an earlier bundle.
     """
-    import mlflow.artifacts
-
     if spec.partition_keys:
         return export_set(registry, version, directory, spec)
     info = registry.get_version(version)
     _check_replaceable(directory)
     what = f"{registry.name} version {version}"
     with tempfile.TemporaryDirectory() as tmp:
-        local = Path(
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{registry.name}/{version}", dst_path=tmp
-            )
-        )
+        local = download_verified(registry, version, Path(tmp))
         flavor, model_file = checked_model_file(local, what)
         model = load_skops(model_file, what)  # a bundle the service would refuse is no bundle
         rows, rows_from = check or (np.asarray(spec.example, dtype=float),
@@ -73,6 +69,7 @@ def export_bundle(registry: Registry, version: int, directory: Path, spec: Model
         if onnx is not None:
             (directory / ONNX_FILE).write_bytes(onnx)
             runtime["sha256"] = sha256_file(directory / ONNX_FILE)
+        _copy_card(local, directory)
 
     tags = info.tags
     metadata = BundleMetadata(
@@ -92,14 +89,31 @@ def export_bundle(registry: Registry, version: int, directory: Path, spec: Model
         runtime=runtime,
     )
     metadata.write(directory)
-    try:
-        export_card(info.run_id, tags.get("model_card.sha256"), directory, what)
-    except MlopsError:
-        shutil.rmtree(directory)  # no half bundle: a card that fails its check is no card
-        raise
+    _sign_bundle(registry, directory)
     logger.info("exported %s v%s to %s (served by %s)", registry.name, version, directory,
                 metadata.runtime_kind)
     return metadata
+
+
+def _copy_card(verified: Path, directory: Path) -> None:
+    """The card signed with the version, when it has one (none before cards existed)."""
+    from ml_service import model_card
+
+    if not (verified / model_card.JSON_FILE).is_file():
+        logger.warning("%s has no model card (registered before cards existed)", directory)
+        return
+    for name in (model_card.JSON_FILE, model_card.MARKDOWN_FILE):
+        if (verified / name).is_file():
+            shutil.copy2(verified / name, directory / name)
+
+
+def _sign_bundle(registry: Registry, directory: Path) -> None:
+    """Sign the bundle made from a verified version; no half bundle is left on failure."""
+    try:
+        signing.signer(registry.settings).sign(directory)
+    except MlopsError:
+        shutil.rmtree(directory)
+        raise
 
 
 def export_card(run_id: str | None, expected_sha256: str | None, directory: Path,
@@ -152,8 +166,6 @@ def export_set(registry: Registry, version: int, directory: Path,
     """
     import json
 
-    import mlflow.artifacts
-
     from ml_service.bundle import SET_FILE, SET_INDEX_FILE
     from ml_service.many.bundle import ModelSet
 
@@ -163,8 +175,7 @@ def export_set(registry: Registry, version: int, directory: Path,
     if info.tags.get("kind") != "model-set":
         raise MlopsError(f"{what} is not a many-models set (no tag kind=model-set)")
     with tempfile.TemporaryDirectory() as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{registry.name}/{version}", dst_path=tmp))
+        local = download_verified(registry, version, Path(tmp))
         models = ModelSet(local, version)  # every file against the set's metadata
         first_key = models.keys[0] if models.keys else ""
         models.close()
@@ -174,6 +185,7 @@ def export_set(registry: Registry, version: int, directory: Path,
         for name in (SET_FILE, SET_INDEX_FILE):
             shutil.copy2(local / name, directory / name)
         set_metadata = json.loads((local / "metadata.json").read_text())
+        _copy_card(local, directory)
     example_partition = dict(part.split("=", 1) for part in first_key.split("/") if part)
     metadata = BundleMetadata(
         name=registry.name,
@@ -195,11 +207,7 @@ def export_set(registry: Registry, version: int, directory: Path,
                  "on demand and run by scikit-learn"},
     )
     metadata.write(directory)
-    try:
-        export_card(info.run_id, info.tags.get("model_card.sha256"), directory, what)
-    except MlopsError:
-        shutil.rmtree(directory)
-        raise
+    _sign_bundle(registry, directory)
     logger.info("exported set %s v%s (%s partitions) to %s", registry.name, version,
                 set_metadata.get("partitions"), directory)
     return metadata
@@ -221,7 +229,8 @@ def _check_replaceable(directory: Path) -> None:
     if directory.is_dir():
         contents = {p.name for p in directory.iterdir()}
         if contents and not contents <= {MODEL_FILE, ONNX_FILE, METADATA_FILE, "models.zip",
-                                         "index.json", "model_card.json", "model_card.md"}:
+                                         "index.json", "model_card.json", "model_card.md",
+                                         signing.SIGNATURE_FILE}:
             raise UsageError(
                 f"{directory} is not empty and not a model bundle: choose another --out "
                 "(a bundle directory is replaced, anything else is left alone)")

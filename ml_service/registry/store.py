@@ -84,21 +84,24 @@ class Registry:
     def load_model(self, version: int) -> Any:
         """Load the scikit-learn model of ``version``, never running code from the registry.
 
+        The version is verified against its signature first (see
+        :mod:`ml_service.registry.signed`).
+
         Raises:
+            SignatureError: If the version is not signed by a trusted key.
             MlopsError: If it is not a skops model of default-trusted types
                 (pickle formats and foreign types are refused, not loaded).
         """
         import tempfile
         from pathlib import Path
 
-        import mlflow.artifacts
-
         from ml_service.bundle import checked_model_file, load_skops
+
+        from ml_service.registry.signed import download_verified
 
         what = f"{self.name} version {version}"
         with tempfile.TemporaryDirectory() as tmp:
-            local = Path(mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{self.name}/{version}", dst_path=tmp))
+            local = download_verified(self, version, Path(tmp))
             _, model_file = checked_model_file(local, what)
             return load_skops(model_file, what)
 

@@ -24,6 +24,7 @@ from ml_service.errors import MlopsError, UsageError
 from ml_service.release.ports import ReleaseError
 from ml_service.release.supply_chain import DockerInspector, sha256
 from ml_service.settings import Settings
+from ml_service import signing
 from ml_service.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -176,6 +177,9 @@ def build_image(settings: Settings, registry: Registry, spec: ModelSpec, version
     shutil.copy2(SBOM_REQUIREMENTS, context / "sbom-requirements.txt")
     for name, directory in wheel_dirs.items():
         shutil.copytree(directory, context / name)
+    (context / "trusted").mkdir()
+    for path in signing.trusted_keys(settings.signing_trusted).values():
+        shutil.copy2(path, context / "trusted" / path.name)
 
     tag = f"{settings.image_name}:v{version}"
     started = time.perf_counter()

@@ -7,6 +7,7 @@ import logging
 from ml_service.serving import http_server
 from ml_service.serving.app import ModelIntegrityError, create_app
 from ml_service.settings import Settings
+from ml_service.signing import SignatureError
 
 logger = logging.getLogger("ml_service.serving")
 
@@ -17,8 +18,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         app = create_app(settings)
-    except (ModelIntegrityError, FileNotFoundError, RuntimeError) as exc:
-        # A tampered or incomplete bundle, a runtime the bundle or the image
+    except (ModelIntegrityError, SignatureError, FileNotFoundError, RuntimeError) as exc:
+        # A tampered, unsigned or incomplete bundle, a runtime the bundle or the image
         # lacks, a model card of another version: one line, exit code 3.
         logger.error("cannot start: %s", exc)
         raise SystemExit(3) from None

@@ -35,6 +35,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ml_service import signing
 from ml_service.bundle import MODEL_FILE, ONNX_FILE, BundleMetadata, sha256_file
 from ml_service.serving.metrics import MetricsMiddleware, ServiceMetrics
 from ml_service.serving.onnx_model import OnnxPredictor
@@ -54,8 +55,13 @@ class ModelIntegrityError(RuntimeError):
 
 
 def load_bundle(directory: Path, expected_sha256: str | None = None,
-                cache_size: int = 1_000, runtime: str = "auto") -> tuple[Any, BundleMetadata]:
-    """Load a bundle's model after checking its SHA-256.
+                cache_size: int = 1_000, runtime: str = "auto",
+                trusted: Path | None = None) -> tuple[Any, BundleMetadata]:
+    """Load a bundle's model after checking its signature and its SHA-256.
+
+    The signature comes first (``model.sig`` against the trusted keys of
+    ``trusted``, default the repository's; the image's copy in a container):
+    nothing of the bundle, metadata included, is read before it holds.
 
     Args:
         directory: Bundle directory (model file and metadata.json).
@@ -70,7 +76,10 @@ def load_bundle(directory: Path, expected_sha256: str | None = None,
         ModelIntegrityError: If a file's hash is not the expected one.
         FileNotFoundError: If the bundle is incomplete.
         RuntimeError: If the runtime asked for is not in the bundle or this environment.
+        SignatureError: If the bundle is unsigned, signed by an untrusted key, or
+            changed since it was signed.
     """
+    signing.verify(directory, f"the bundle in {directory}", trusted)
     metadata = BundleMetadata.read(directory)
     expected = (expected_sha256 or metadata.sha256).lower()
     if metadata.partition_keys:
@@ -135,7 +144,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """
     settings = settings or Settings()
     model, metadata = load_bundle(settings.bundle_dir, settings.model_sha256,
-                                  settings.model_cache_size, settings.model_runtime)
+                                  settings.model_cache_size, settings.model_runtime,
+                                  settings.signing_trusted)
     served_set = model if isinstance(model, ServedSet) else None
     keys = metadata.partition_keys
     contract = metadata.data_contract

@@ -166,8 +166,8 @@ def score_champion(registry: Registry, spec: ModelSpec,
     if version is None:
         return None
     contract = spec.contract
+    model = registry.load_model(version)  # an unsigned or changed champion: SignatureError
     try:
-        model = registry.load_model(version)
         predictions = spec.predict(model, holdout[contract.feature_names])
     except Exception as exc:  # noqa: BLE001 - any failure means "cannot compare"
         raise MlopsError(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ml_service.contract import DataContract
+from ml_service.registry.signed import sign_version
 from ml_service.spec import ModelSpec
 from ml_service.training.card import build_card
 from ml_service.training.config import PipelineConfig
@@ -119,6 +120,7 @@ def log_and_register(registry: Registry, spec: ModelSpec, config: PipelineConfig
                           run.info.run_id, commit, dirty)
         card_sha = log_card(card)
         registry.set_version_tag(version, "model_card.sha256", card_sha)
+        sign_version(registry, version)
         return run.info.run_id, version
 
 

@@ -66,6 +66,26 @@ def test_pipeline_registers_then_reruns_from_cache_and_status_shows_it(isolated,
     assert status.returncode == 0 and "champion" in status.stdout
 
 
+def test_a_build_jobs_ephemeral_key_signs_its_registry_and_nothing_else_trusts_it(
+        isolated, tmp_path):
+    """What build.yml's image job does: a key for the job, then pipeline and verify."""
+    runner, github_env = tmp_path / "runner", tmp_path / "github_env"
+    runner.mkdir()
+    made = make("ephemeral-signing-key", env={"RUNNER_TEMP": str(runner),
+                                              "GITHUB_ENV": str(github_env)})
+    assert made.returncode == 0, made.stderr
+    job = dict(line.split("=", 1) for line in github_env.read_text().splitlines())
+    assert make("pipeline", env={**isolated, **job}).returncode == 0
+    verified = make("verify", env={**isolated, **job})
+    assert verified.returncode == 0, verified.stderr
+    assert "diabetes-ridge version 1: signature valid" in verified.stdout
+    # The session's own trusted keys do not include the job's key.
+    refused = make("verify", "VERSION=1", env=isolated)
+    assert refused.returncode == 2 and "which the repository does not trust" in refused.stderr
+    usage = make("sign", env=isolated)
+    assert usage.returncode == 2 and "usage: make sign VERSION=" in usage.stderr
+
+
 def test_pipeline_passes_args_through(isolated):
     result = make("pipeline", "ARGS=--data missing.csv", env=isolated)
     assert result.returncode != 0

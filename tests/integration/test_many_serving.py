@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 
 from ml_service.serving import create_app
 from ml_service.settings import Settings
-from tests.conftest import Cli
+from ml_service.signing import SignatureError
+from tests.conftest import Cli, sign
 from tests.integration.test_many_models import edit_partition, run, sales  # noqa: F401
 
 ROWS = [[12.5, 0, 18.0], [9.99, 1, 24.5]]
@@ -102,6 +103,9 @@ def test_the_cache_holds_at_most_its_size_and_counts_hits_misses_evictions(bundl
 def test_a_tampered_set_is_refused_at_start(bundle):
     with zipfile.ZipFile(bundle / "models.zip", "a") as archive:
         archive.writestr("store=9/product=9.pkl", b"not in the index")
+    with pytest.raises(SignatureError, match="Hash mismatch for 'models.zip'"):
+        create_app(Settings(bundle_dir=bundle, scoring_log_dir=None))
+    sign(bundle)  # behind the signature, the hashes of the bundle's metadata still hold
     with pytest.raises(Exception, match="refusing to serve a set"):
         create_app(Settings(bundle_dir=bundle, scoring_log_dir=None))
 
@@ -110,6 +114,9 @@ def test_a_tampered_index_is_refused_at_start(bundle):
     index = json.loads((bundle / "index.json").read_text())
     index["store=1/product=1"]["source_version"] = 7
     (bundle / "index.json").write_text(json.dumps(index))
+    with pytest.raises(SignatureError, match="Hash mismatch for 'index.json'"):
+        create_app(Settings(bundle_dir=bundle, scoring_log_dir=None))
+    sign(bundle)
     with pytest.raises(Exception, match="index.json has SHA-256"):
         create_app(Settings(bundle_dir=bundle, scoring_log_dir=None))
 

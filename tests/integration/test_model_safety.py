@@ -4,8 +4,11 @@ Anyone who can write the registry (a team server, a restored artifact) could
 register a model whose loading runs code. A pickle-format champion whose
 unpickling would create a marker file is registered here; the gate, the pull
 request's dry run, the release's bundle export and drift all refuse it, and
-the marker never appears. A skops model holding a type outside skops'
-defaults is refused the same way, whatever its MLmodel file claims.
+the marker never appears: unsigned, or signed by a key the repository does not
+trust, it is refused before any byte is read (exit code 2). Behind the
+signature the old checks stay: signed by the trusted key (a pipeline that
+signed a bad model), a pickle-format model or a skops model holding a type
+outside skops' defaults is still refused, whatever its MLmodel file claims.
 """
 
 from __future__ import annotations
@@ -39,8 +42,11 @@ class Foreign:
         return [0.0] * len(frame)
 
 
-def register_champion(workdir: Path, save) -> int:
-    """Register a model directory written by ``save(directory)`` and make it champion."""
+def register_champion(workdir: Path, save, signed: bool = True) -> int:
+    """Register a model directory written by ``save(directory)`` and make it champion.
+
+    ``signed``: signed by the session's trusted key, as if the pipeline had signed it.
+    """
     settings = model_settings()
     uri = settings.resolved_tracking_uri
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -53,6 +59,11 @@ def register_champion(workdir: Path, save) -> int:
     source = f"runs:/{run.info.run_id}/model"
     version = client.create_model_version(settings.model_name, source, run.info.run_id).version
     client.set_registered_model_alias(settings.model_name, "champion", version)
+    if signed:
+        from ml_service.registry import connect
+        from ml_service.registry.signed import sign_version
+
+        sign_version(connect(settings), int(version))
     return int(version)
 
 
@@ -108,6 +119,33 @@ def alpha_config(workdir: Path) -> Path:
     from tests.conftest import write_config
 
     return write_config(workdir, alpha=3.0)  # a new candidate, so the gate loads the champion
+
+
+def test_an_unsigned_champion_is_refused_everywhere_before_anything_is_read(first, workdir):
+    marker = workdir / "pwned"
+    version = register_champion(workdir, pickled(marker), signed=False)
+    for name, result in every_loader(first, workdir, version).items():
+        assert result.exit_code == 2, (name, result.output)
+        assert f"diabetes-ridge version {version} is not signed" in result.stderr, name
+        assert "Traceback" not in result.output
+    assert not marker.exists(), "a registry model ran code"
+    assert not (workdir / "bundle").exists()
+
+
+def test_a_champion_signed_by_another_key_is_refused_everywhere(first, workdir, monkeypatch):
+    from ml_service import signing
+
+    other = workdir / "other.pem"
+    signing.write_private(other, signing.new_key_pair()[0])
+    trusted_key = os.environ["MLOPS_SIGNING_KEY_FILE"]
+    monkeypatch.setenv("MLOPS_SIGNING_KEY_FILE", str(other))
+    marker = workdir / "pwned"
+    version = register_champion(workdir, pickled(marker))
+    monkeypatch.setenv("MLOPS_SIGNING_KEY_FILE", trusted_key)
+    for name, result in every_loader(first, workdir, version).items():
+        assert result.exit_code == 2, (name, result.output)
+        assert "which the repository does not trust (1 trusted key(s)" in result.stderr, name
+    assert not marker.exists(), "a registry model ran code"
 
 
 def test_a_pickle_format_champion_is_refused_everywhere_and_never_unpickled(first, workdir):

@@ -14,7 +14,8 @@ from diabetes_regression.schema import CONTRACT
 from ml_service.bundle import MODEL_FILE
 from ml_service.serving import ModelIntegrityError, create_app
 from ml_service.settings import Settings
-from tests.conftest import DATA, fit, write_bundle
+from ml_service.signing import SignatureError
+from tests.conftest import DATA, fit, sign, write_bundle
 
 NAMES = CONTRACT.feature_names
 ROW = [59.0, 2.0, 32.1, 101.0, 157.0, 93.2, 38.0, 4.0, 4.8598, 87.0]
@@ -180,6 +181,9 @@ def test_a_tampered_model_file_stops_the_start(bundle, tmp_path):
     copy.mkdir()
     (copy / "metadata.json").write_text((directory / "metadata.json").read_text())
     (copy / MODEL_FILE).write_bytes((directory / MODEL_FILE).read_bytes() + b"\0")
+    with pytest.raises(SignatureError, match="is not signed"):
+        create_app(Settings(bundle_dir=copy))
+    sign(copy)  # behind the signature, the hash of the bundle's metadata still holds
     with pytest.raises(ModelIntegrityError, match="refusing to serve"):
         create_app(Settings(bundle_dir=copy))
 
@@ -335,6 +339,9 @@ def test_a_tampered_onnx_file_stops_the_start(tmp_path):
     write_bundle(tmp_path, fit(pd.read_csv(DATA), {"alpha": 1.0}), runtime="onnx")
     create_app(Settings(bundle_dir=tmp_path))  # starts as written
     (tmp_path / ONNX_FILE).write_bytes((tmp_path / ONNX_FILE).read_bytes() + b"\0")
+    with pytest.raises(SignatureError, match="Hash mismatch for 'model.onnx'"):
+        create_app(Settings(bundle_dir=tmp_path))
+    sign(tmp_path)
     with pytest.raises(ModelIntegrityError, match="checked at bundle time"):
         create_app(Settings(bundle_dir=tmp_path))
 
