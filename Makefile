@@ -165,6 +165,24 @@ release: install ## Build if needed, run as QA container, smoke-test, set alias 
 card: install ## Print the model card of the QA version (or VERSION=n); SUMMARY_OUT appends it there
 	@$(BIN)/mlops card $(version_arg) $(if $(SUMMARY_OUT),--markdown "$(SUMMARY_OUT)")
 
+.PHONY: sign
+sign: install ## Sign VERSION=n, registered before signing, after re-checking it the old way
+	@$(if $(version_text),,echo "usage: make sign VERSION=<the version to sign>" >&2; exit 2)
+	$(BIN)/mlops sign $(version_arg)
+
+.PHONY: verify
+verify: install ## Verify the champion (or VERSION=n) against its signature and the trusted keys
+	$(BIN)/mlops verify $(version_arg)
+
+.PHONY: signing-key
+signing-key: install ## Make a key pair: KEY=<file outside the repo> (private), NAME=<public key's name>
+	@$(if $(KEY),,echo "usage: make signing-key KEY=<private key file, outside the repository> [NAME=pipeline]" >&2; exit 2)
+	$(BIN)/mlops signing-key --private '$(KEY)' $(if $(NAME),--name '$(NAME)')
+
+.PHONY: ephemeral-signing-key
+ephemeral-signing-key: install ## A signing key for this job's throw-away registry (builds), trusted beside the repository's
+	$(BIN)/mlops signing-key --ephemeral
+
 .PHONY: push
 push: install ## Push the QA image (or VERSION=n) to MLOPS_IMAGE_REGISTRY, e.g. ghcr.io/owner
 	$(BIN)/mlops push $(version_arg) $(if $(OUTPUTS_OUT),--outputs "$(OUTPUTS_OUT)")

@@ -43,6 +43,14 @@ from github_api import LOCK, State, serve  # noqa: E402 - the folder is not a pa
 EVENTS = ("push", "pull_request", "workflow_dispatch", "schedule")
 
 
+def dotenv_value(value: str) -> str:
+    """A secret as act's secret file reads it: multi-line values (a PEM key) double-quoted."""
+    if "\n" not in value and '"' not in value and "\\" not in value:
+        return value
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
 def tool_cache_python(tool_cache: Path) -> Path:
     """This interpreter as ``Python/X.Y.Z/x64`` in act's tool cache (setup-python's lookup)."""
     version = ".".join(map(str, sys.version_info[:3]))
@@ -128,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workflow", required=True, help="file name in .github/workflows")
     parser.add_argument("--job", help="run only this job (default: every job the event starts)")
     parser.add_argument("--var", action="append", default=[], help="repository variable")
-    parser.add_argument("--secret", action="append", default=[], help="secret (one line)")
+    parser.add_argument("--secret", action="append", default=[], help="secret (may span lines)")
     parser.add_argument("--input", action="append", default=[], help="workflow_dispatch input")
     parser.add_argument("--env", action="append", default=[],
                         help="environment of every step (e.g. PYTEST_ARGS=...)")
@@ -177,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     secret_values = {"GITHUB_TOKEN": secrets.token_hex(20), **pairs(args.secret, "--secret")}
     fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.writelines(f"{k}={v}\n" for k, v in secret_values.items())
+        handle.writelines(f"{k}={dotenv_value(v)}\n" for k, v in secret_values.items())
 
     command = [args.act, args.event, "-W", str(workflow), "-e", str(event_file),
                "-P", "ubuntu-latest=-self-hosted",

@@ -42,12 +42,19 @@ class Run:
 
 @dataclass
 class Repository:
-    """The repository the runs belong to: a state folder and a GitHub API stand-in's files."""
+    """The repository the runs belong to: a state folder and a GitHub API stand-in's files.
 
+    ``root`` is the fork the workflows run in: this working tree as one commit,
+    plus the commit a fork makes once, trusting its signing key (whose private
+    half is the repository secret MODEL_SIGNING_KEY in every run).
+    """
+
+    root: Path
     state: Path
     registry: str
     actions: Path | None
     env: dict[str, str]
+    secrets: dict[str, str] = field(default_factory=dict)
     runs: list[Path] = field(default_factory=list)
 
     def read(self, name: str, default: object) -> object:
@@ -74,23 +81,25 @@ class Repository:
             variables: dict[str, str] | None = None, secrets: dict[str, str] | None = None,
             inputs: dict[str, str] | None = None, env: dict[str, str] | None = None,
             branch: str | None = None, timeout: float = 1500) -> Run:
-        command = [sys.executable, str(RUNNER), event, "--workflow", workflow,
-                   "--state", str(self.state)]
+        command = [sys.executable, str(self.root / RUNNER.relative_to(REPO)), event,
+                   "--workflow", workflow, "--state", str(self.state)]
         if job:
             command += ["--job", job]
         if branch:
             command += ["--branch", branch]
         if self.actions:
             command += ["--actions", str(self.actions)]
-        for flag, values in (("--var", variables), ("--secret", secrets), ("--input", inputs),
+        all_secrets = {**self.secrets, **(secrets or {})}
+        for flag, values in (("--var", variables), ("--secret", all_secrets),
+                             ("--input", inputs),
                              ("--env", {**self.env, **(env or {})})):
             for name, value in (values or {}).items():
                 command += [flag, f"{name}={value}"]
         log_file = self.state / f"{workflow}-{event}-{job or 'all'}-{len(self.runs)}.log"
         self.runs.append(log_file)
         with log_file.open("w") as handle:  # followed while it runs: tail -f
-            result = subprocess.run(command, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT,
-                                    text=True, timeout=timeout)
+            result = subprocess.run(command, cwd=self.root, stdout=handle,
+                                    stderr=subprocess.STDOUT, text=True, timeout=timeout)
         log = ANSI.sub("", log_file.read_text())
         jobs = {m["job"].strip(): m["result"] for m in JOB_END.finditer(log)}
         return Run(result.returncode, log, jobs)
@@ -125,8 +134,37 @@ def repository(tmp_path_factory, local_registry) -> Repository:
         pytest.fail("no Docker engine answers: the workflows' image jobs need one")
     actions = os.environ.get("ACT_ACTIONS")
     env = {name: os.environ[name] for name in ("MLOPS_BASE_IMAGE",) if os.environ.get(name)}
-    return Repository(tmp_path_factory.mktemp("act-state"), local_registry,
-                      Path(actions) if actions else None, env)
+    key = Path(os.environ["MLOPS_SIGNING_KEY_FILE"])  # the session's (tests/conftest.py)
+    public = Path(os.environ["MLOPS_SIGNING_TRUSTED"]) / "tests.pub"
+    root = fork(tmp_path_factory.mktemp("fork") / "mlops-template", public)
+    return Repository(root, tmp_path_factory.mktemp("act-state"), local_registry,
+                      Path(actions) if actions else None, env,
+                      {"MODEL_SIGNING_KEY": key.read_text()})
+
+
+def fork(root: Path, public_key: Path) -> Path:
+    """This working tree (what git would commit, changes included) as a new repository.
+
+    Then the one commit a fork makes before its first retrain: its signing
+    key's public half in infra/signing/trusted/ (`make signing-key`).
+    """
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=REPO, capture_output=True, check=True).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = REPO / name
+        if source.is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, root / name, follow_symlinks=False)
+    git = ["git", "-c", "user.name=fork", "-c", "user.email=fork@example.invalid",
+           "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "init", "--quiet", "--initial-branch", "main"], cwd=root, check=True)
+    subprocess.run([*git, "add", "--all"], cwd=root, check=True)
+    subprocess.run([*git, "commit", "--quiet", "-m", "the template"], cwd=root, check=True)
+    shutil.copy2(public_key, root / "infra" / "signing" / "trusted" / "pipeline.pub")
+    subprocess.run([*git, "add", "--all"], cwd=root, check=True)
+    subprocess.run([*git, "commit", "--quiet", "-m", "trust the pipeline's signing key"],
+                   cwd=root, check=True)
+    return root
 
 
 def kubeconfig_secret() -> tuple[str, str]:

@@ -152,7 +152,8 @@ def test_retrain_trains_the_many_models_set_only_when_the_repository_asks():
     runs = [s.get("run") for s in steps]
     many = next(s for s in steps if s.get("run") == "make train-many")
     assert many["if"] == "vars.MANY_MODELS == 'true'" and "secrets" not in many["if"]
-    assert many["env"] == {"RAY_ADDRESS": "${{ secrets.RAY_ADDRESS }}"}
+    assert many["env"] == {"RAY_ADDRESS": "${{ secrets.RAY_ADDRESS }}",
+                           "MLOPS_SIGNING_KEY": "${{ secrets.MODEL_SIGNING_KEY }}"}
     # After the pipeline (same registry), before the registry artifact is kept.
     assert runs.index('make pipeline ARGS="$FORCE_FLAG"') < runs.index("make train-many")
     upload = next(i for i, s in enumerate(steps) if s.get("with", {}).get("name") == "mlflow-store")
