@@ -303,6 +303,13 @@ class Settings(BaseSettings):
         return not self.tracking_uri
 
     @property
+    def shown_tracking_uri(self) -> str:
+        """The tracking URI as it may be printed: credentials replaced by ``***``."""
+        from ml_service.redact import redact_uri
+
+        return redact_uri(self.resolved_tracking_uri)
+
+    @property
     def resolved_tracking_uri(self) -> str:
         """The tracking URI in effect: the configured one or the embedded store's."""
         if self.tracking_uri:

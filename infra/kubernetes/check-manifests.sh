@@ -33,3 +33,10 @@ for overlay in "$HERE"/overlays/*/; do
   echo "overlays/$name: $(grep -c '^kind:' "$rendered/$name.yaml") objects valid on" \
     "Kubernetes ${VERSIONS[*]}"
 done
+# Objects an overlay adds when it needs them (not rendered by any overlay here).
+for optional in "$HERE"/base/networkpolicy-log-storage.yaml; do
+  for version in "${VERSIONS[@]}"; do
+    "$VALIDATE" --strict --quiet -k "$version" "$optional"
+  done
+  echo "base/$(basename "$optional"): valid on Kubernetes ${VERSIONS[*]}"
+done

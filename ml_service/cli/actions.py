@@ -45,7 +45,7 @@ def store_restore() -> None:
 
     settings = load_settings()
     if not settings.embedded:
-        out.print(f"using the tracking server {settings.resolved_tracking_uri}; "
+        out.print(f"using the tracking server {settings.shown_tracking_uri}; "
                   "nothing to restore")
         return
     out.print(restore_store(settings.store_dir, *github_env()))

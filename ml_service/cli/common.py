@@ -83,7 +83,8 @@ def guarded(func: F) -> F:
             return func(*args, **kwargs)
         except MlopsError as exc:
             # The message is text, not markup: a path like "a[/]b" must print as it is.
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True)
+            err.print(f"[bold red]error:[/] {escape(_redacted(exc))}", highlight=False,
+                      markup=True)
             if State.verbose:
                 err.print_exception()
             raise typer.Exit(exc.exit_code) from None
@@ -92,7 +93,8 @@ def guarded(func: F) -> F:
             raise typer.Exit(130) from None
         except Exception as exc:  # noqa: BLE001 - the one place bugs become a message
             err.print(
-                f"[bold red]error:[/] unexpected {type(exc).__name__}: {escape(str(exc))}\n"
+                f"[bold red]error:[/] unexpected {type(exc).__name__}: "
+                f"{escape(_redacted(exc))}\n"
                 "run again with --verbose for the traceback",
                 highlight=False,
             )
@@ -101,6 +103,22 @@ def guarded(func: F) -> F:
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _redacted(exc: BaseException) -> str:
+    """An error's text without credentials: any URI's, and the configured secrets."""
+    from urllib.parse import urlsplit
+
+    from ml_service.redact import redact_text
+
+    secrets = [os.environ.get(name) for name in ("MLFLOW_TRACKING_PASSWORD",
+                                                 "MLFLOW_TRACKING_TOKEN")]
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or ""
+    try:
+        secrets.append(urlsplit(uri).password)
+    except ValueError:
+        pass
+    return redact_text(str(exc), *secrets)
 
 
 def settings() -> Settings:

@@ -30,7 +30,7 @@ def status(json_out: JsonOption = None) -> None:
     versions = registry.versions()
     write_json(json_out, {
         "model": registry.name,
-        "tracking_uri": settings.resolved_tracking_uri,
+        "tracking_uri": settings.shown_tracking_uri,
         "versions": [v.__dict__ for v in versions],
     })
     if not versions:
@@ -40,7 +40,7 @@ def status(json_out: JsonOption = None) -> None:
     if spec.partition_keys:
         _print_sets(registry.name, settings, versions, metrics)
         return
-    table = Table(title=f"{registry.name} @ {settings.resolved_tracking_uri}",
+    table = Table(title=f"{registry.name} @ {settings.shown_tracking_uri}",
                   title_justify="left")
     table.add_column("version")
     table.add_column("aliases")
@@ -67,7 +67,7 @@ def _print_sets(name: str, settings: Settings, versions: list[VersionInfo],
     """One row per registered set: partitions, decisions, worst metrics, the rule."""
     import json
 
-    table = Table(title=f"{name} (many models) @ {settings.resolved_tracking_uri}",
+    table = Table(title=f"{name} (many models) @ {settings.shown_tracking_uri}",
                   title_justify="left")
     table.add_column("version")
     table.add_column("aliases", no_wrap=True, min_width=8)

@@ -142,7 +142,7 @@ def _pipeline(data: Path | None, config: Path | None, json_out: Path | None,
                           force=force, on_step=progress, dry_run=dry_run)
     elapsed = progress.close()
     _summary(result, would=dry_run)
-    out.print(f"[dim]finished in {elapsed:.1f}s; store: {settings.resolved_tracking_uri}[/]")
+    out.print(f"[dim]finished in {elapsed:.1f}s; store: {settings.shown_tracking_uri}[/]")
     write_json(json_out, result.as_json())
 
 

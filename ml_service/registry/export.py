@@ -89,6 +89,7 @@ def export_bundle(registry: Registry, version: int, directory: Path, spec: Model
         runtime=runtime,
     )
     metadata.write(directory)
+    _mark(directory)
     _sign_bundle(registry, directory)
     logger.info("exported %s v%s to %s (served by %s)", registry.name, version, directory,
                 metadata.runtime_kind)
@@ -207,6 +208,7 @@ def export_set(registry: Registry, version: int, directory: Path,
                  "on demand and run by scikit-learn"},
     )
     metadata.write(directory)
+    _mark(directory)
     _sign_bundle(registry, directory)
     logger.info("exported set %s v%s (%s partitions) to %s", registry.name, version,
                 set_metadata.get("partitions"), directory)
@@ -222,15 +224,34 @@ def _number(value: str) -> int | float | str:
     return value
 
 
+#: Written into every bundle: only a directory holding it (and nothing a bundle
+#: does not hold) is ever replaced by an export.
+BUNDLE_MARKER = ".mlops-bundle"
+MARKER_TEXT = "a scoring bundle exported by mlops; `mlops bundle --out` replaces this folder\n"
+BUNDLE_FILES = {MODEL_FILE, ONNX_FILE, METADATA_FILE, "models.zip", "index.json",
+                "model_card.json", "model_card.md", signing.SIGNATURE_FILE, BUNDLE_MARKER}
+
+
+def _mark(directory: Path) -> None:
+    (directory / BUNDLE_MARKER).write_text(MARKER_TEXT)
+
+
 def _check_replaceable(directory: Path) -> None:
-    """Refuse to replace a directory that is not empty and not an earlier bundle."""
+    """Refuse to replace a directory that is not empty and not an earlier bundle.
+
+    An earlier bundle holds the marker :data:`BUNDLE_MARKER` and no file a
+    bundle does not have; a folder of one's own named ``metadata.json`` is no bundle.
+    """
     if directory.is_symlink() or (directory.exists() and not directory.is_dir()):
         raise UsageError(f"{directory} exists and is not a directory: choose another --out")
     if directory.is_dir():
         contents = {p.name for p in directory.iterdir()}
-        if contents and not contents <= {MODEL_FILE, ONNX_FILE, METADATA_FILE, "models.zip",
-                                         "index.json", "model_card.json", "model_card.md",
-                                         signing.SIGNATURE_FILE}:
+        marker = directory / BUNDLE_MARKER
+        marked = marker.is_file() and not marker.is_symlink() and \
+            marker.read_text(errors="replace") == MARKER_TEXT
+        if contents and not (marked and contents <= BUNDLE_FILES
+                             and all(p.is_file() and not p.is_symlink()
+                                     for p in directory.iterdir())):
             raise UsageError(
                 f"{directory} is not empty and not a model bundle: choose another --out "
                 "(a bundle directory is replaced, anything else is left alone)")

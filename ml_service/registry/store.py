@@ -11,8 +11,10 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ml_service.errors import MlopsError, TrackingError
+from ml_service.redact import redact_text
 from ml_service.registry.lock import RegistryLock
 from ml_service.settings import Settings
 
@@ -259,27 +261,28 @@ def connect(settings: Settings) -> Registry:
     import mlflow
 
     uri = settings.resolved_tracking_uri
+    shown = settings.shown_tracking_uri  # what messages say: no credentials
     if settings.embedded:
         settings.store_dir.mkdir(parents=True, exist_ok=True)
     elif uri.startswith(("http://", "https://")):
-        _check_server(uri, settings.server_timeout)
+        _check_server(uri, settings.server_timeout, shown)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     registry = Registry(settings)
     try:
         registry.experiment_id()
     except Exception as exc:  # any backend failure means the store is unusable
-        text = str(exc)
+        text = redact_text(str(exc), uri, urlsplit(uri).password)
         if any(code in text for code in ("401", "403", "Unauthorized", "PERMISSION_DENIED")):
             raise TrackingError(
-                f"the MLflow tracking server at {uri} refused this client ({text.splitlines()[0]}"
-                "): set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user "
-                "allowed on it") from None
-        raise TrackingError(f"cannot use the MLflow tracking store at {uri}: {exc}") from exc
+                f"the MLflow tracking server at {shown} refused this client "
+                f"({text.splitlines()[0]}): set MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD to a user allowed on it") from None
+        raise TrackingError(f"cannot use the MLflow tracking store at {shown}: {text}") from None
     return registry
 
 
-def _check_server(uri: str, timeout: float) -> None:
+def _check_server(uri: str, timeout: float, shown: str) -> None:
     # MLflow's own client retries for minutes before failing; ask the server's
     # health endpoint once, with a deadline, so a wrong URI fails in seconds.
     import requests
@@ -289,11 +292,11 @@ def _check_server(uri: str, timeout: float) -> None:
         response = requests.get(health, timeout=timeout)
     except requests.RequestException as exc:
         raise TrackingError(
-            f"cannot reach the MLflow tracking server at {uri} ({type(exc).__name__}); "
+            f"cannot reach the MLflow tracking server at {shown} ({type(exc).__name__}); "
             "check MLFLOW_TRACKING_URI, or unset it to use the embedded store"
         ) from None
     if response.status_code != 200:
         raise TrackingError(
-            f"the MLflow tracking server at {uri} answered {response.status_code} on /health; "
+            f"the MLflow tracking server at {shown} answered {response.status_code} on /health; "
             "is MLFLOW_TRACKING_URI an MLflow server?"
         )

@@ -11,12 +11,13 @@ CLIENT_CLOSED = 499
 def media_type(content_type: str) -> None:
     """Only JSON is scored: a form or text body (a cross-site form post) is 415.
 
-    A request with no Content-Type at all is read as JSON: browsers always
-    label what they send, so that is not the cross-site case.
+    So is a request with no Content-Type at all: a cross-site ``fetch`` in
+    ``no-cors`` mode can send a body without one (a Blob or ArrayBuffer), and
+    it must not be read as JSON either.
     """
     media = content_type.split(";")[0].strip().lower()
-    if media and media != "application/json" and not (media.startswith("application/")
-                                                      and media.endswith("+json")):
+    if media != "application/json" and not (media.startswith("application/")
+                                            and media.endswith("+json")):
         raise RequestError(f"Content-Type must be application/json, got {media or 'none'}",
                            status=415)
 

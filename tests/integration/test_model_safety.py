@@ -181,9 +181,19 @@ def test_bundle_never_deletes_a_directory_that_is_not_a_bundle(first, workdir):
     result = first("bundle", "--out", str(precious))
     assert result.exit_code == 2 and "not a model bundle" in result.stderr
     assert (precious / "thesis.tex").read_text() == "years of work"
+    # Files named like a bundle's are not a bundle: only the marker an export writes is.
+    lookalike = workdir / "lookalike"
+    lookalike.mkdir()
+    (lookalike / "metadata.json").write_text('{"my": "own"}')
+    result = first("bundle", "--out", str(lookalike))
+    assert result.exit_code == 2 and "not a model bundle" in result.stderr
+    assert (lookalike / "metadata.json").read_text() == '{"my": "own"}'
     # an earlier bundle is replaced
     assert first("bundle", "--out", str(workdir / "b")).exit_code == 0
     assert first("bundle", "--out", str(workdir / "b")).exit_code == 0
+    (workdir / "b" / "notes.txt").write_text("mine")  # ... unless something was added to it
+    assert first("bundle", "--out", str(workdir / "b")).exit_code == 2
+    assert (workdir / "b" / "notes.txt").read_text() == "mine"
 
 
 def test_error_text_is_printed_as_it_is_not_as_markup(first, workdir):

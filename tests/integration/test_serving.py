@@ -224,13 +224,17 @@ def test_fuzzed_payloads_never_cause_a_server_error(client, data):
 
 @pytest.mark.parametrize("content_type", [
     "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "text/plain",
+    None,  # a cross-site fetch(..., {mode: "no-cors", body: blob}) sends none
 ])
 def test_bodies_that_are_not_json_are_415(client, content_type):
-    """A cross-site form post is never scored."""
+    """A cross-site form post is never scored, nor a body without a Content-Type."""
     body = json.dumps({"data": [ROW]})
-    response = client.post("/score", content=body, headers={"Content-Type": content_type})
+    response = client.post("/score", content=body,
+                           headers={"Content-Type": content_type} if content_type else {})
+    assert "content-type" not in response.request.headers or content_type
     assert response.status_code == 415
-    assert "Content-Type must be application/json" in response.json()["detail"]
+    assert "Content-Type must be application/json, got " \
+        f"{(content_type or 'none').split(';')[0]}" in response.json()["detail"]
     for ok in ("application/json; charset=utf-8", "application/vnd.api+json"):
         assert client.post("/score", content=body,
                            headers={"Content-Type": ok}).status_code == 200

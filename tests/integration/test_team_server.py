@@ -106,7 +106,13 @@ def test_the_team_compose_file_runs_mlflow_on_postgresql_with_the_locked_version
     assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
     assert mlflow["depends_on"] == {"postgres": {"condition": "service_healthy"}}
     command = " ".join(mlflow["command"])
-    assert "--backend-store-uri=postgresql://" in command and "@postgres:5432/" in command
+    # The database password is on no command line: the URI and PGPASSWORD are environment.
+    for service in compose["services"].values():
+        assert "PASSWORD" not in " ".join(service.get("command", []))
+        assert "PASSWORD" not in " ".join(service["healthcheck"]["test"])
+    assert mlflow["environment"]["MLFLOW_BACKEND_STORE_URI"] == \
+        "postgresql://mlflow@postgres:5432/mlflow"
+    assert mlflow["environment"]["PGPASSWORD"].startswith("${POSTGRES_PASSWORD:?")
     assert "--artifacts-destination=/mlartifacts" in command
     assert set(compose["volumes"]) == {"pgdata", "artifacts", "auth"}
     # Not open: basic auth with a required admin password, loopback only.

@@ -46,8 +46,8 @@ def test_the_rendered_production_overlay_runs_the_digest_with_the_version_annota
     documents = list(yaml.safe_load_all(KubernetesTarget(Settings()).render("production", 7,
                                                                             REF)))
     kinds = sorted(d["kind"] for d in documents)
-    assert kinds == ["Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service",
-                     "ServiceAccount"]
+    assert kinds == ["Deployment", "HorizontalPodAutoscaler", "NetworkPolicy",
+                     "PodDisruptionBudget", "Service", "ServiceAccount"]
     deployment = next(d for d in documents if d["kind"] == "Deployment")
     template = deployment["spec"]["template"]
     assert template["spec"]["containers"][0]["image"] == REF
@@ -56,3 +56,26 @@ def test_the_rendered_production_overlay_runs_the_digest_with_the_version_annota
     security = template["spec"]["containers"][0]["securityContext"]
     assert security["readOnlyRootFilesystem"] and not security["allowPrivilegeEscalation"]
     assert template["spec"]["automountServiceAccountToken"] is False
+    # The review's hardening: the runtime's seccomp filter, a CPU limit, and a
+    # NetworkPolicy: in on the service port only, out to DNS only.
+    assert template["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert template["spec"]["containers"][0]["resources"]["limits"]["cpu"] == "2"
+    policy = next(d for d in documents if d["kind"] == "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"] == \
+        deployment["spec"]["selector"]["matchLabels"]
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": 8080}]}]
+    assert policy["spec"]["egress"] == [{"ports": [{"protocol": "UDP", "port": 53},
+                                                    {"protocol": "TCP", "port": 53}]}]
+
+
+@pytest.mark.skipif(kubectl_binary() is None, reason="no kubectl (make cluster-up builds one)")
+def test_every_stage_has_a_cpu_limit_seccomp_and_the_network_policy(monkeypatch):
+    monkeypatch.setenv("MLOPS_KUBECTL", kubectl_binary())
+    for stage in ("qa", "production"):
+        documents = list(yaml.safe_load_all(KubernetesTarget(Settings()).render(stage, 7, REF)))
+        pod = next(d for d in documents if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", stage
+        assert pod["containers"][0]["resources"]["limits"]["cpu"], stage
+        assert [d["metadata"]["name"] for d in documents if d["kind"] == "NetworkPolicy"] == [
+            "scoring"], stage
