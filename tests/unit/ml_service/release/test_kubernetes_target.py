@@ -65,8 +65,8 @@ def test_the_rendered_production_overlay_runs_the_digest_with_the_version_annota
         deployment["spec"]["selector"]["matchLabels"]
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert policy["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": 8080}]}]
-    assert policy["spec"]["egress"] == [{"ports": [{"protocol": "UDP", "port": 53},
-                                                    {"protocol": "TCP", "port": 53}]}]
+    dns = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+    assert policy["spec"]["egress"] == [{"ports": dns}]
 
 
 @pytest.mark.skipif(kubectl_binary() is None, reason="no kubectl (make cluster-up builds one)")
