@@ -2,7 +2,11 @@
 
 Run by `make workflows` (and so by .ci/run), in this order, as one repository:
 
-1. a fresh fork (no secrets, no environments): a push to main and a pull
+The repository is a fork of this working tree that made the one commit a fork
+makes before its first retrain: its signing key trusted in
+infra/signing/trusted/, the private key as the secret MODEL_SIGNING_KEY.
+
+1. a fresh fork (no other secrets, no environments): a push to main and a pull
    request (build.yml), the weekly retrain (retrain.yml, calling release.yml)
    and the daily drift check (monitor.yml); every run green, production ending
    with a notice that it is not configured; then a drift check on a drifted
