@@ -189,7 +189,7 @@ def verify(directory: Path, what: str, trusted: Path | None = None) -> str:
         SignatureError: If there is no signature, it names a key the repository
             does not trust, or a file was added, removed or changed since signing.
     """
-    from model_signing import verifying
+    from model_signing import hashing, verifying
 
     trusted = trusted or TRUSTED_KEYS
     if not (directory / SIGNATURE_FILE).is_file():
@@ -200,9 +200,12 @@ def verify(directory: Path, what: str, trusted: Path | None = None) -> str:
         raise SignatureError(
             f"{what} is signed by key {hint[:16] or '(unreadable)'}, which the repository does "
             f"not trust ({len(keys)} trusted key(s) in {trusted}): refusing to load it")
+    # Every file counts: model-signing's default would skip .git*, .github at the top.
+    files = hashing.Config().set_ignored_paths(  # type: ignore[no-untyped-call]
+        paths=[SIGNATURE_FILE], ignore_git_paths=False)
     try:
         verifying.Config().use_elliptic_key_verifier(  # type: ignore[no-untyped-call]
-            public_key=keys[hint]).verify(
+            public_key=keys[hint]).set_hashing_config(files).verify(
             directory, directory / SIGNATURE_FILE)
     except Exception as exc:  # noqa: BLE001 - model-signing raises ValueError and crypto errors
         raise SignatureError(f"{what} does not match its signature: {_short(exc)}; "

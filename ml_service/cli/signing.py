@@ -4,54 +4,50 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from ml_service.cli.common import connected, guarded, out
-from ml_service.errors import UsageError
+from ml_service.errors import MlopsError, UsageError
 
 app = typer.Typer()
 
 
-def recheck_unsigned(registry: object, version: int, directory: Path) -> str:
-    """The checks loaders made before signatures: what a migrated version must still pass.
+def recheck_unsigned(registry: Any, version: int, directory: Path) -> tuple[str, Path, Path]:
+    """The checks loaders made before signatures, on a download of ``version``.
 
     A model: skops only, default-trusted types (nothing from the registry
-    decides what may be loaded). A set: every file against the sha256 of its
-    metadata, every entry against the index. Either: the model card against
-    the hash recorded at registration. Returns what was checked.
+    decides what may be loaded); the model card against the hash recorded at
+    registration. Returns (what was checked, the model folder, the card
+    folder): exactly these files are then signed.
 
     Raises:
-        MlopsError: If a check fails; nothing is signed then.
+        MlopsError: If a check fails, or the version is a many-models set: a
+            set's entries are pickles, and the old checks compared them with
+            hashes the registry itself holds, which proves nothing; a set from
+            before signing is retrained, not signed.
     """
-    import mlflow.artifacts
-
     from ml_service.bundle import checked_model_file, load_skops
     from ml_service.registry.export import export_card
+    from ml_service.registry.signed import download_files
 
-    info = registry.get_version(version)  # type: ignore[attr-defined]
-    what = f"{registry.name} version {version}"  # type: ignore[attr-defined]
-    local = Path(mlflow.artifacts.download_artifacts(
-        artifact_uri=f"models:/{registry.name}/{version}",  # type: ignore[attr-defined]
-        dst_path=str(directory)))
-    if info.tags.get("kind") == "model-set":
-        from ml_service.many.bundle import ModelSet
-
-        models = ModelSet(local, version)
-        try:
-            for key in models.keys:
-                models.model_bytes(key)  # each entry against the index; nothing unpickled
-        finally:
-            models.close()
-        checked = f"a set of {len(models.keys)} partitions: archive, index and every entry"
-    else:
-        load_skops(checked_model_file(local, what)[1], what)
-        checked = "a skops model of default-trusted types"
+    info = registry.get_version(version)
+    what = f"{registry.name} version {version}"
+    if info.tags.get("kind") == "model-set" or info.tags.get("set.partitions"):
+        raise MlopsError(f"{what} is a many-models set: its entries are pickles that only "
+                         "hashes held by the registry vouch for, so it cannot be re-checked; "
+                         "retrain it (`make train-many`) to get a signed set")
+    local = download_files(registry, version, directory / "model")
+    flavor, model_file = checked_model_file(local, what)
+    if flavor.get("serialization_format") != "skops":
+        raise MlopsError(f"{what} is not a skops model")
+    load_skops(model_file, what)
     card_dir = directory / "card"
     card_dir.mkdir()
     card = export_card(info.run_id, info.tags.get("model_card.sha256"), card_dir, what)
-    return checked + (", its model card" if card else ", no model card")
+    return ("a skops model of default-trusted types"
+            + (", its model card" if card else ", no model card"), local, card_dir)
 
 
 @app.command()
@@ -61,8 +57,9 @@ def sign(
 ) -> None:
     """Sign a version registered before signing, after the checks it was loaded with then.
 
-    Refuses a version that already has a signature, valid or not: a bad
-    signature means someone changed the version, which re-signing would hide.
+    Refuses a version that already has a signature, valid or not (a bad
+    signature means someone changed the version, which re-signing would hide),
+    and a many-models set. Signs exactly the files it re-checked.
     """
     import mlflow.artifacts
 
@@ -74,7 +71,7 @@ def sign(
     with tempfile.TemporaryDirectory() as tmp:
         try:
             mlflow.artifacts.download_artifacts(run_id=info.run_id, artifact_path=ARTIFACT_DIR,
-                                                dst_path=tmp)
+                                                dst_path=str(Path(tmp) / "existing"))
             signed = True
         except Exception:  # noqa: BLE001 - no such artifact
             signed = False
@@ -82,8 +79,8 @@ def sign(
             raise UsageError(f"{what} already has a signature: `mlops verify --version "
                              f"{version}` checks it; a version whose signature fails was "
                              "changed after registration and is not re-signed")
-        checked = recheck_unsigned(registry, version, Path(tmp) / "check")
-    key = sign_version(registry, version)
+        checked, model_dir, card_dir = recheck_unsigned(registry, version, Path(tmp) / "check")
+        key = sign_version(registry, version, model_dir, card_dir)
     out.print(f"signed {what} with key {key[:16]} after re-checking it: {checked}")
 
 

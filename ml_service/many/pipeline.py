@@ -219,6 +219,7 @@ def _log_and_register(registry: Registry, spec: ModelSpec, directory: Path,
         mlflow.set_tag("registered_version", str(version))
         card = build_set_card(spec, config, entries, result, registry.name, version, run_id,
                               commit, champion)
-        registry.set_version_tag(version, "model_card.sha256", log_card(card))
-        sign_version(registry, version)
+        card_dir = directory.parent / "card"
+        registry.set_version_tag(version, "model_card.sha256", log_card(card, card_dir))
+        sign_version(registry, version, directory, card_dir)  # the files written here
     return run_id, version

@@ -42,18 +42,31 @@ def _download(uri: str | None, directory: Path, **kwargs: Any) -> Path | None:
         return None
 
 
+def download_files(registry: Registry, version: int, target: Path) -> Path:
+    """The registered files of ``version`` (``models:/``) in ``target``, as they were logged.
+
+    Raises:
+        MlopsError: If the registry cannot give them.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        model = _download(f"models:/{registry.name}/{version}", Path(tmp))
+        if model is None:
+            raise MlopsError(f"{registry.name} version {version}: its files cannot be "
+                             "downloaded from the registry")
+        shutil.copytree(model, target)
+    # Written by MLflow's client into every models:/ download (name and
+    # version), not stored in the registry: not part of what is signed.
+    (target / "registered_model_meta").unlink(missing_ok=True)
+    return target
+
+
 def _assemble(registry: Registry, version: int, directory: Path) -> tuple[Path, str]:
     """Lay out version ``version`` as it is signed, in ``directory``; return (path, run id)."""
     info = registry.get_version(version)
-    what = f"{registry.name} version {version}"
-    for part in ("download", "signed", "card", "signature"):  # this module's own folders
+    for part in ("signed", "card", "signature"):  # this module's own folders
         if (directory / part).is_dir():
             shutil.rmtree(directory / part)
-    model = _download(f"models:/{registry.name}/{version}", directory / "download")
-    if model is None:
-        raise MlopsError(f"{what}: its files cannot be downloaded from the registry")
-    signed = directory / "signed"
-    shutil.copytree(model, signed)
+    signed = download_files(registry, version, directory / "signed")
     run_id = info.run_id or ""
     if run_id:
         card = _download(None, directory / "card", run_id=run_id, artifact_path=CARD_DIR)
@@ -64,35 +77,58 @@ def _assemble(registry: Registry, version: int, directory: Path) -> tuple[Path, 
     return signed, run_id
 
 
-def sign_version(registry: Registry, version: int) -> str:
-    """Sign registered ``version`` (in its run, under ``signature/``); return the key id.
+def sign_version(registry: Registry, version: int, files: Path,
+                 card: Path | None = None) -> str:
+    """Sign ``version`` as the files in ``files`` (and ``card``); return the key id.
 
-    Called at registration, by the process that just trained the model, and
-    by ``mlops sign`` for versions registered before signing (after the old checks).
+    ``files`` is the local folder this process wrote and uploaded (at
+    registration) or re-checked (``mlops sign``): never a copy read back from
+    the registry, which whoever can write the registry could have swapped
+    since. The signature and ``version.json`` go to the run's ``signature/``;
+    then the registry's copy is verified against them, so a version whose
+    files were changed on the way is refused here, not signed.
+
+    Raises:
+        MlopsError: If the registry does not hold exactly what was signed.
     """
     import mlflow
 
     signer = signing.signer(registry.settings)
+    info = registry.get_version(version)
+    what = f"{registry.name} version {version}"
+    if not info.run_id:
+        raise MlopsError(f"{what} has no run to keep its signature in")
     with tempfile.TemporaryDirectory() as tmp:
-        signed, run_id = _assemble(registry, version, Path(tmp))
-        if not run_id:
-            raise MlopsError(f"{registry.name} version {version} has no run to keep its "
-                             "signature in")
+        signed = Path(tmp) / "signed"
+        shutil.copytree(files, signed)
+        for path in (card.iterdir() if card is not None else ()):
+            if path.is_file():
+                shutil.copy2(path, signed / path.name)
         (signed / VERSION_FILE).write_text(json.dumps(
-            {"name": registry.name, "version": int(version), "run_id": run_id}, sort_keys=True))
+            {"name": registry.name, "version": int(version), "run_id": info.run_id},
+            sort_keys=True))
         key = signer.sign(signed)
         out = Path(tmp) / ARTIFACT_DIR
         out.mkdir()
         for name in (signing.SIGNATURE_FILE, VERSION_FILE):
             shutil.copy2(signed / name, out / name)
         client = mlflow.MlflowClient(tracking_uri=registry.settings.resolved_tracking_uri)
-        client.log_artifacts(run_id, str(out), artifact_path=ARTIFACT_DIR)
+        client.log_artifacts(info.run_id, str(out), artifact_path=ARTIFACT_DIR)
+        own = Path(tmp) / "own-key"  # the same files, whoever is trusted: loaders check trust
+        own.mkdir()
+        (own / "signer.pub").write_bytes(signer.public_pem)
+        try:
+            download_verified(registry, version, Path(tmp) / "check", trusted=own)
+        except signing.SignatureError as exc:
+            raise MlopsError(f"{what}: the registry does not hold the files that were signed "
+                             f"({exc}); it will not be loaded") from None
     registry.set_version_tag(version, "signature.key", key)
     logger.info("signed %s version %s with key %s", registry.name, version, key[:16])
     return key
 
 
-def download_verified(registry: Registry, version: int, directory: Path) -> Path:
+def download_verified(registry: Registry, version: int, directory: Path,
+                      trusted: Path | None = None) -> Path:
     """Download ``version`` into ``directory`` and verify its signature; return its folder.
 
     Nothing is loaded here; the caller loads from the returned folder only
@@ -110,12 +146,12 @@ def download_verified(registry: Registry, version: int, directory: Path) -> Path
     if signature is None or not (signature / signing.SIGNATURE_FILE).is_file():
         raise signing.SignatureError(
             f"{what} is not signed (registered before signing, or its signature was removed): "
-            f"refusing to load it; `make sign VERSION={version}` re-checks it the old way and "
-            "signs it")
+            f"refusing to load it; if you registered it before signing existed, `make sign "
+            f"VERSION={version}` re-checks it the old way and signs it")
     for name in (signing.SIGNATURE_FILE, VERSION_FILE):
         if (signature / name).is_file():
             shutil.copy2(signature / name, signed / name)
-    signing.verify(signed, what, registry.settings.signing_trusted)
+    signing.verify(signed, what, trusted or registry.settings.signing_trusted)
     bound = json.loads((signed / VERSION_FILE).read_text())
     if bound.get("name") != registry.name or int(bound.get("version", -1)) != int(version):
         raise signing.SignatureError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -95,14 +96,18 @@ def log_and_register(registry: Registry, spec: ModelSpec, config: PipelineConfig
             return run.info.run_id, None
 
         features = candidate.holdout[contract.feature_names]
+        # Saved here, uploaded, and signed as saved: the signature covers the
+        # bytes this process wrote, never a copy read back from the registry.
+        local = Path(tempfile.mkdtemp(prefix="mlops-model-"))
         with _own_model_loadable():
-            info = mlflow.sklearn.log_model(
+            mlflow.sklearn.save_model(
                 candidate.model,
-                name="model",
+                str(local / "model"),
                 signature=model_signature(contract),
                 input_example=features.head(3).astype(float),
                 pip_requirements=_pip_requirements(),
             )
+        mlflow.log_artifacts(str(local / "model"), artifact_path="model")
         tags = {
             "git_commit": commit,
             "dataset_digest": candidate.digest,
@@ -114,18 +119,25 @@ def log_and_register(registry: Registry, spec: ModelSpec, config: PipelineConfig
             **{f"metric.{k}": f"{v:.6g}" for k, v in candidate.metrics.items()},
             **({"gate.improvement": json.dumps(result.improvement)} if result.improvement else {}),
         }
-        version = registry.register(info.model_uri, run.info.run_id, tags, info.model_id)
-        mlflow.set_tag("registered_version", str(version))
-        card = build_card(spec, config, candidate, result, registry.name, version,
-                          run.info.run_id, commit, dirty)
-        card_sha = log_card(card)
-        registry.set_version_tag(version, "model_card.sha256", card_sha)
-        sign_version(registry, version)
+        try:
+            version = registry.register(f"runs:/{run.info.run_id}/model", run.info.run_id, tags)
+            mlflow.set_tag("registered_version", str(version))
+            card = build_card(spec, config, candidate, result, registry.name, version,
+                              run.info.run_id, commit, dirty)
+            card_sha = log_card(card, local / "card")
+            registry.set_version_tag(version, "model_card.sha256", card_sha)
+            sign_version(registry, version, local / "model", local / "card")
+        finally:
+            shutil.rmtree(local, ignore_errors=True)
         return run.info.run_id, version
 
 
-def log_card(card: dict[str, Any]) -> str:
-    """Log the card (JSON and Markdown) to the active run; return the JSON's SHA-256."""
+def log_card(card: dict[str, Any], directory: Path) -> str:
+    """Write the card (JSON and Markdown) to ``directory`` and log it to the active run.
+
+    Returns:
+        The JSON's SHA-256. ``directory`` keeps the files, to be signed as written.
+    """
     import hashlib
 
     import mlflow
@@ -133,10 +145,10 @@ def log_card(card: dict[str, Any]) -> str:
     from ml_service import model_card
 
     text = model_card.dumps(card)
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / model_card.JSON_FILE).write_text(text)
-        (Path(tmp) / model_card.MARKDOWN_FILE).write_text(model_card.markdown(card))
-        mlflow.log_artifacts(tmp, artifact_path=model_card.ARTIFACT_DIR)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / model_card.JSON_FILE).write_text(text)
+    (directory / model_card.MARKDOWN_FILE).write_text(model_card.markdown(card))
+    mlflow.log_artifacts(str(directory), artifact_path=model_card.ARTIFACT_DIR)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -63,7 +63,7 @@ def register_champion(workdir: Path, save, signed: bool = True) -> int:
         from ml_service.registry import connect
         from ml_service.registry.signed import sign_version
 
-        sign_version(connect(settings), int(version))
+        sign_version(connect(settings), int(version), directory)
     return int(version)
 
 

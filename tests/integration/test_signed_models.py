@@ -105,7 +105,8 @@ def test_a_hostile_set_with_recomputed_hashes_is_refused_everywhere(sales):  # n
     assert not (sales / "bundle").exists() and not (sales / "predictions").exists()
 
 
-def test_a_set_from_before_signing_is_refused_until_signed_after_the_old_checks(sales):  # noqa: F811,E501
+def test_a_set_from_before_signing_is_refused_and_cannot_be_signed_afterwards(sales):  # noqa: F811,E501
+    """A set's entries are pickles only the registry's own hashes vouch for: no migration."""
     from tests.conftest import Cli
 
     run(sales)
@@ -114,27 +115,38 @@ def test_a_set_from_before_signing_is_refused_until_signed_after_the_old_checks(
     cli = Cli(sales)
     result = cli("bundle", "--out", str(sales / "bundle"))
     assert result.exit_code == 2 and "sales-forecast version 1 is not signed" in result.stderr
-    signed = cli("sign", "--version", "1")
-    assert signed.exit_code == 0, signed.output
-    assert "a set of 12 partitions: archive, index and every entry, its model card" \
-        in signed.output
-    assert cli("bundle", "--out", str(sales / "bundle")).exit_code == 0
-
-    # What the old checks catch, migration refuses: an entry changed without its index.
-    shutil.rmtree(run_folder(settings, 1, "signature"))
-    folder = run_folder(settings, 1, "set")
-    import zipfile
-
-    with zipfile.ZipFile(folder / "models.zip") as archive:
-        entries = {name: archive.read(name) for name in archive.namelist()}
-    first = sorted(entries)[0]
-    entries[first] = pickle.dumps(Payload(sales / "pwned"))
-    with zipfile.ZipFile(folder / "models.zip", "w", zipfile.ZIP_STORED) as archive:
-        for name, data in entries.items():
-            archive.writestr(name, data)
     refused = cli("sign", "--version", "1")
-    assert refused.exit_code == 1 and "models.zip does not match the sha256" in refused.stderr
-    assert not (sales / "pwned").exists()
+    assert refused.exit_code == 1, refused.output
+    assert "is a many-models set: its entries are pickles" in refused.stderr
+    assert cli("verify", "--version", "1").exit_code == 2
+
+
+def test_registration_refuses_to_vouch_for_files_swapped_in_the_registry(
+        cli, workdir, monkeypatch):
+    """The files signed are the ones written here; a registry copy changed on the way fails.
+
+    A registry writer swaps the uploaded model between its upload and the
+    signature (here: as the card is logged); the signature covers what the
+    pipeline wrote, so the registry's copy does not verify and nothing is vouched for.
+    """
+    from ml_service.training import tracking
+
+    original = tracking.log_card
+    settings = model_settings()
+
+    def swap_then_log(card, directory):
+        model = next(run_folder(settings, 1, "model").glob("model.skops"))
+        model.write_bytes(model.read_bytes() + b"appended by a registry writer")
+        return original(card, directory)
+
+    monkeypatch.setattr(tracking, "log_card", swap_then_log)
+    result, _ = cli.run()
+    assert result.exit_code == 1, result.output
+    assert "the registry does not hold the files that were signed" in result.stderr
+    assert "Hash mismatch for 'model.skops'" in result.stderr
+    monkeypatch.setattr(tracking, "log_card", original)
+    refused = cli("bundle", "--out", str(workdir / "b"))
+    assert refused.exit_code == 2 and "does not match its signature" in refused.stderr
 
 
 @pytest.fixture

@@ -50,6 +50,9 @@ def test_a_signed_directory_verifies_wherever_it_is_copied(keys, tmp_path):
     (lambda d: (d / "model.skops").write_bytes(b"other"), "Hash mismatch for 'model.skops'"),
     (lambda d: (d / "sub" / "metadata.json").unlink(), "Missing files"),
     (lambda d: (d / "extra.py").write_text("import os"), "Extra files found"),
+    (lambda d: (d / ".gitattributes").write_text("x"), "Extra files found"),  # no file skipped
+    (lambda d: (d / ".github").mkdir() or (d / ".github" / "a").write_text("x"),
+     "Extra files found"),
     (lambda d: (d / signing.SIGNATURE_FILE).unlink(), r"is not signed \(no model.sig\)"),
     (lambda d: (d / signing.SIGNATURE_FILE).write_text("{}"),
      r"signed by key \(unreadable\), which the repository does not trust"),
