@@ -137,7 +137,7 @@ def test_a_drift_check_that_finds_drift_starts_a_retrain(repository, tmp_path):
     assert_green(run, {"monitor/drift", "monitor/retrain"})
     assert "drift detected" in run.log
     branch = subprocess.run(["git", "rev-parse", "--abbrev-ref", "HEAD"], capture_output=True,
-                            text=True, check=True).stdout.strip()
+                            text=True, check=True, cwd=repository.root).stdout.strip()
     dispatch = repository.read("calls.json", [])[-1]
     assert dispatch["call"] == "dispatch" and dispatch["workflow"] == "retrain.yml"
     assert dispatch["body"] == {"ref": branch}
