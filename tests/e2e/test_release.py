@@ -156,8 +156,18 @@ def _read(client, image: str, path: str) -> bytes:
 
 
 def _broken_image(client, env: dict, image_v1: str) -> str:
-    """v2's image serving v1's model (its file and ONNX form) under metadata that claims v3."""
+    """v2's image serving v1's model (its file and ONNX form) under metadata that claims v3.
+
+    Signed with the trusted key, as if the pipeline had signed a wrong bundle:
+    the service starts and serves it, and only a smoke test that compares
+    predictions with the registry's model can tell. (Unsigned, the service
+    would refuse to start: tests/integration/test_signed_models.py.)
+    """
     import hashlib
+    import tempfile
+    from pathlib import Path
+
+    from tests.conftest import sign
 
     image_v2 = registry(env).get_model_version(env["MLOPS_MODEL_NAME"], "2").tags["image.id"]
     model = _read(client, image_v1, "/opt/model/model.skops")
@@ -168,21 +178,32 @@ def _broken_image(client, env: dict, image_v1: str) -> str:
     metadata["runtime"]["sha256"] = hashlib.sha256(onnx).hexdigest()
     card = json.loads(_read(client, image_v2, "/opt/model/model_card.json"))
     card["model"]["version"] = 3  # a consistent lie: the service starts and serves it
-    files = {
-        "Dockerfile": (
-            f"FROM {image_v2}\nCOPY model.skops model.onnx metadata.json model_card.json "
-            f"/opt/model/\nENV MLOPS_MODEL_SHA256={digest}\n"
-        ).encode(),
+    bundle = {
         "model.skops": model,
         "model.onnx": onnx,
         "metadata.json": json.dumps(metadata).encode(),
         "model_card.json": json.dumps(card).encode(),
+        "model_card.md": _read(client, image_v2, "/opt/model/model_card.md"),
+        ".mlops-bundle": _read(client, image_v2, "/opt/model/.mlops-bundle"),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, data in bundle.items():
+            (Path(tmp) / name).write_bytes(data)
+        sign(Path(tmp))
+        bundle["model.sig"] = (Path(tmp) / "model.sig").read_bytes()
+    files = {
+        "Dockerfile": (
+            f"FROM {image_v2}\nCOPY {' '.join(bundle)} /opt/model/\n"
+            f"ENV MLOPS_MODEL_SHA256={digest}\n"
+        ).encode(),
+        **bundle,
     }
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as tar:
         for name, data in files.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
+            info.mode = 0o644
             tar.addfile(info, io.BytesIO(data))
     context.seek(0)
     image, _ = client.images.build(fileobj=context, custom_context=True, rm=True,
