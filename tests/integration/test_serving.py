@@ -19,6 +19,8 @@ from tests.conftest import DATA, fit, sign, write_bundle
 
 NAMES = CONTRACT.feature_names
 ROW = [59.0, 2.0, 32.1, 101.0, 157.0, 93.2, 38.0, 4.0, 4.8598, 87.0]
+#: A raw body is scored only when labelled JSON (no Content-Type is 415).
+JSON = {"content-type": "application/json"}
 
 
 @pytest.fixture(scope="module", params=["onnx", "sklearn"])
@@ -104,14 +106,14 @@ def test_nan_and_infinity_literals_are_422(client, literal):
 
 def test_numbers_that_overflow_to_infinity_are_422(client):
     body = '{"data": [[1e999, 2, 32.1, 101, 157, 93.2, 38, 4, 4.86, 87]]}'
-    response = client.post("/score", content=body)
+    response = client.post("/score", content=body, headers=JSON)
     assert response.status_code == 422
     assert "row 0, feature 'age': inf is not a finite number" in response.json()["detail"]
 
 
 def test_huge_integers_are_422(client):
     body = '{"data": [[%s, 2, 32.1, 101, 157, 93.2, 38, 4, 4.86, 87]]}' % ("9" * 400)
-    response = client.post("/score", content=body)
+    response = client.post("/score", content=body, headers=JSON)
     assert response.status_code == 422
     assert "row 0, feature 'age'" in response.json()["detail"]
 
@@ -127,7 +129,7 @@ def test_huge_integers_are_422(client):
     ],
 )
 def test_malformed_bodies_are_422(client, body, message):
-    response = client.post("/score", content=body)
+    response = client.post("/score", content=body, headers=JSON)
     assert response.status_code == 422
     assert message in response.json()["detail"]
 
@@ -139,7 +141,7 @@ def test_too_many_rows_is_413(client):
 
 
 def test_an_oversized_body_is_413_before_it_is_parsed(client):
-    response = client.post("/score", content=b"x" * 200_001)
+    response = client.post("/score", content=b"x" * 200_001, headers=JSON)
     assert response.status_code == 413
     assert "exceeds 200000" in response.json()["detail"]
 
@@ -295,7 +297,7 @@ def test_a_large_request_takes_the_flat_path_and_scores_what_the_model_predicts(
     rows = _rows(400)
     body = json.dumps({"data": rows}, separators=(", ", ":\n "))  # any whitespace
     assert len(body) > FLAT_BODY_BYTES
-    response = client.post("/score", content=body)
+    response = client.post("/score", content=body, headers=JSON)
     assert response.status_code == 200
     import pandas as pd
 
@@ -330,7 +332,8 @@ def test_uneven_rows_that_hold_the_right_number_of_values_in_all_are_422(client)
 
 def test_a_duplicated_data_key_is_read_as_the_standard_library_reads_it(client):
     rows = json.dumps(_rows(100))
-    response = client.post("/score", content='{"data": %s, "data": 3}' % rows)
+    response = client.post("/score", content='{"data": %s, "data": 3}' % rows,
+                           headers=JSON)
     assert response.status_code == 422
     assert "'data' must be a list of rows, got a number" in response.json()["detail"]
 
