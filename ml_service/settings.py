@@ -96,6 +96,21 @@ class Settings(BaseSettings):
     keep_alive_timeout: float = Field(
         default=5.0, gt=0, description="Seconds an idle kept-alive connection stays open."
     )
+    # Keys of the scoring endpoint (ml_service/serving/auth.py): a client sends one as
+    # `Authorization: Bearer <key>` or `api-key: <key>`.
+    api_keys: SecretStr | None = Field(
+        default=None, description="Keys /score accepts, separated by commas or new lines "
+        "(two at once while rotating). For a release: the keys the stages get.")
+    api_keys_file: Path | None = Field(
+        default=None, description="A file of /score keys, one per line (a mounted Kubernetes "
+        "Secret); re-read within a second of a change, so keys rotate without a restart.")
+    metrics_keys: SecretStr | None = Field(
+        default=None, description="Keys /metrics accepts; unset = /metrics is open.")
+    metrics_keys_file: Path | None = Field(
+        default=None, description="A file of /metrics keys, one per line.")
+    anonymous_scoring: bool = Field(
+        default=False, description="Serve /score without keys on a non-loopback address "
+        "(refused by default: anyone who reaches the port could fill the scoring log).")
 
     scoring_log_dir: Path | None = Field(
         default=None, description="Directory of the scoring log (JSON lines); unset = off."
@@ -233,6 +248,7 @@ class Settings(BaseSettings):
                      "registry_username", "registry_password",
                      "docker_ssh_key", "docker_ssh_known_hosts",
                      "signing_key", "signing_key_file", "signing_trusted",
+                     "api_keys", "api_keys_file", "metrics_keys", "metrics_keys_file",
                      mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:

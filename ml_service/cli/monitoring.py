@@ -25,12 +25,18 @@ LogsOption = Annotated[
     typer.Option("--logs", help="Scoring log directory or fsspec URI (az://container/prefix) "
                  "[default: MLOPS_SCORING_LOG_URI, else MLOPS_SCORING_LOG_DIR]."),
 ]
+KeysOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--api-key", help="Only rows sent with this API key id (the log's api_key; "
+                 "repeat for several) [default: all rows]."),
+]
 
 
 @app.command()
 @guarded
 def drift(
     logs: LogsOption = None,
+    api_key: KeysOption = None,
     config: ConfigOption = None,
     version: VersionOption = None,
     out_dir: Annotated[
@@ -54,7 +60,7 @@ def drift(
     from ml_service.errors import DriftDetected
     from ml_service.github import notice
     from ml_service.monitoring import drift as dr
-    from ml_service.monitoring.logs import logs_location, read_scoring_log
+    from ml_service.monitoring.logs import from_keys, logs_location, read_scoring_log
     from ml_service.training.config import load_config
     from ml_service.training.data import load_data
 
@@ -68,7 +74,7 @@ def drift(
         append(markdown, f"### Drift\n\n{text}\n")
         append(outputs, "drifted=false\n")
         return
-    logged = read_scoring_log(location)
+    logged = from_keys(read_scoring_log(location), api_key or [])
     if len(logged) < rules.min_rows:
         out.print(f"only {len(logged)} logged rows (< monitoring.min_rows = "
                   f"{rules.min_rows}): not enough to judge drift")
@@ -118,18 +124,20 @@ def collect(
         "--out", help="Where to write the new dataset: a CSV file, or for a many-models set "
         "a partitioned Parquet directory (replaced when complete).")],
     logs: LogsOption = None,
+    api_key: KeysOption = None,
     base: Annotated[Optional[Path], typer.Option(
         "--base", help="Existing dataset to extend (e.g. the current training data; a "
         "partitioned directory for a set).")] = None,
 ) -> None:
     """Join scoring logs with ground-truth outcomes into a dataset that passes the contract."""
     from ml_service.monitoring.collect import collect as join, read_outcomes
-    from ml_service.monitoring.logs import logs_location, read_scoring_log
+    from ml_service.monitoring.logs import from_keys, logs_location, read_scoring_log
     from ml_service.training.data import load_data
 
     settings, spec = model()
     keys = spec.partition_keys
-    logged = read_scoring_log(logs_location(settings, logs))
+    everything = read_scoring_log(logs_location(settings, logs))
+    logged = from_keys(everything, api_key or [])
     truth = read_outcomes(outcomes, spec.contract)
     if keys:
         from ml_service.many.dataset import partition_keys_of, read_dataset, write_dataset
@@ -150,6 +158,9 @@ def collect(
         f"({result.unmatched_outcomes} outcomes unmatched); wrote {len(result.dataset)} rows "
         f"to {where}; it passes the data contract ({result.expectations} expectations)"
     )
+    if len(logged) < len(everything):
+        out.print(f"kept the {len(logged)} of {len(everything)} logged rows sent with API "
+                  f"key(s) {', '.join(api_key or [])}")
     if result.skipped_ambiguous:
         out.print(f"[yellow]skipped {result.skipped_ambiguous} logged rows[/] whose request id "
                   "more than one request used: their outcomes cannot be told apart "

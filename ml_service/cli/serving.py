@@ -48,14 +48,19 @@ def serve(
     from ml_service.registry.compiled import check_rows
     from ml_service.registry.export import export_bundle
     from ml_service.serving import create_app, http_server
+    from ml_service.serving.auth import describe, loopback
 
     settings, spec, registry = connected()
     chosen = chosen_version(registry, version)
     export_bundle(registry, chosen, settings.bundle_dir, spec, check=check_rows(settings, spec))
-    app_ = create_app(settings)
     bind_host, bind_port = host or settings.serve_host, port or settings.serve_port
+    app_ = create_app(settings, bind_host)
+    keys = app_.state.api_keys
+    access = (f"/score needs an API key: {describe(keys.ids())} accepted" if keys is not None
+              else "no API keys: /score is open to " + (
+                  "anyone on this machine" if loopback(bind_host) else "anyone who reaches it"))
     out.print(f"serving {registry.name} v{chosen} on http://{bind_host}:{bind_port} "
-              "(docs at /docs)")
+              f"(docs at /docs; {access})")
     http_server.run(app_, bind_host, bind_port, request_timeout=settings.request_timeout,
                     keep_alive=settings.keep_alive_timeout)
 

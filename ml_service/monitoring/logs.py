@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -38,3 +39,26 @@ def read_scoring_log(location: str | None) -> pd.DataFrame:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise MlopsError(f"cannot read the scoring log at {location}: "
                          f"{type(exc).__name__}: {first}") from None
+
+
+def from_keys(logged: pd.DataFrame, key_ids: Sequence[str]) -> pd.DataFrame:
+    """Only the rows sent with the API keys of ``key_ids`` (all rows if none are named).
+
+    The scoring log records each row's key id (``api_key``); rows sent by a
+    client that is not trusted to be real traffic are left out this way.
+
+    Raises:
+        UsageError: If ids are named but the log records no key ids, or none
+            of its rows came from them (with the ids it does hold).
+    """
+    if not key_ids:
+        return logged
+    if "api_key" not in logged.columns or logged["api_key"].isna().all():
+        raise UsageError("the scoring log records no API key ids (written by a service "
+                         "without keys, or before keys existed): --api-key cannot select rows")
+    kept = logged[logged["api_key"].isin(list(key_ids))]
+    if kept.empty:
+        found = sorted(str(k) for k in logged["api_key"].dropna().unique())
+        raise UsageError(f"no logged row was sent with API key id(s) {', '.join(key_ids)}; "
+                         f"the log holds rows of {', '.join(found[:10])}")
+    return kept

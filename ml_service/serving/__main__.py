@@ -6,6 +6,7 @@ import logging
 
 from ml_service.serving import http_server
 from ml_service.serving.app import ModelIntegrityError, create_app
+from ml_service.serving.auth import ApiKeyError
 from ml_service.settings import Settings
 from ml_service.signing import SignatureError
 
@@ -18,9 +19,11 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         app = create_app(settings)
-    except (ModelIntegrityError, SignatureError, FileNotFoundError, RuntimeError) as exc:
+    except (ModelIntegrityError, SignatureError, ApiKeyError, FileNotFoundError,
+            RuntimeError) as exc:
         # A tampered, unsigned or incomplete bundle, a runtime the bundle or the image
-        # lacks, a model card of another version: one line, exit code 3.
+        # lacks, a model card of another version, no API keys on an open port: one
+        # line, exit code 3.
         logger.error("cannot start: %s", exc)
         raise SystemExit(3) from None
     http_server.run(app, settings.serve_host, settings.serve_port,

@@ -13,7 +13,9 @@ HTTP contract (MLOpsPython's, extended):
   ``model`` in the answer adds ``partition`` and ``source_version``.
 
 Bad input never yields a 5xx: contract violations are 422 with the row and
-feature named, bodies over the limit are 413. The model file's SHA-256 is
+feature named, bodies over the limit are 413. ``/score`` takes an API key
+(``Authorization: Bearer`` or ``api-key``; :mod:`ml_service.serving.auth`):
+without one it is 401, before the body is read. The model file's SHA-256 is
 checked before the app accepts a request; a mismatch stops the start. The data
 contract comes from the bundle, so the service knows no model package.
 
@@ -37,6 +39,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ml_service import signing
 from ml_service.bundle import MODEL_FILE, ONNX_FILE, BundleMetadata, sha256_file
+from ml_service.serving.auth import metrics_keys, score_keys
 from ml_service.serving.metrics import MetricsMiddleware, ServiceMetrics
 from ml_service.serving.onnx_model import OnnxPredictor
 from ml_service.serving.model_set import ServedSet, SetIntegrityError
@@ -134,15 +137,22 @@ def read_card(directory: Path, metadata: BundleMetadata) -> tuple[bytes | None, 
     return raw, (directory / "model_card.md").read_text()
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, host: str | None = None) -> FastAPI:
     """Build the app for the bundle in ``settings.bundle_dir``.
 
     The model is loaded (and its hash checked) here, before any request, so a
     broken bundle stops the process instead of failing requests. Request
     validation and the ``/docs`` schema come from the data contract the bundle
-    carries.
+    carries. ``/score`` requires one of the API keys configured; without any
+    it is served only on a loopback ``host`` (default ``MLOPS_SERVE_HOST``)
+    or with ``MLOPS_ANONYMOUS_SCORING=true`` (:mod:`ml_service.serving.auth`).
+
+    Raises:
+        ApiKeyError: If there are no keys and the service would be open to others.
     """
     settings = settings or Settings()
+    api_keys = score_keys(settings, host or settings.serve_host)
+    scrape_keys = metrics_keys(settings)
     model, metadata = load_bundle(settings.bundle_dir, settings.model_sha256,
                                   settings.model_cache_size, settings.model_runtime,
                                   settings.signing_trusted)
@@ -188,8 +198,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.scoring_log = scoring_log
+    app.state.api_keys = api_keys
 
-    handler = ScoreHandler(settings, model, metadata, served_set, metrics, scoring_log)
+    handler = ScoreHandler(settings, model, metadata, served_set, metrics, scoring_log,
+                           api_keys)
 
     @app.exception_handler(RequestError)
     async def request_error(_: Request, exc: RequestError) -> JSONResponse:
@@ -205,7 +217,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                                    metadata.example_partition)}},
             }
         },
-        responses={413: {"description": "Body or row count over the limit"},
+        responses={401: {"description": "No API key, or one not accepted"},
+                   413: {"description": "Body or row count over the limit"},
                    415: {"description": "The body is not JSON"},
                    422: {"description": "A row breaks the data contract"},
                    503: {"description": "The scoring log is full: retry later"}},
@@ -249,9 +262,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return Response(card_markdown, media_type="text/markdown; charset=utf-8")
         return Response(card_json, media_type="application/json")
 
-    @app.get("/metrics")
-    async def prometheus() -> Response:
-        """Prometheus metrics."""
+    @app.get("/metrics", responses={401: {"description": "MLOPS_METRICS_KEYS are set, and "
+                                                          "the request sent none of them"}})
+    async def prometheus(request: Request) -> Response:
+        """Prometheus metrics (with a key when ``MLOPS_METRICS_KEYS`` is set)."""
+        if scrape_keys is not None and scrape_keys.identify(
+                request.headers.get("authorization", ""),
+                request.headers.get("api-key", "")) is None:
+            return JSONResponse({"detail": "/metrics requires one of MLOPS_METRICS_KEYS",
+                                 "row": None, "feature": None}, status_code=401,
+                                headers={"www-authenticate": 'Bearer realm="metrics"'})
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     logger.info("serving %s v%s from %s", metadata.name, metadata.version, settings.bundle_dir)

@@ -34,6 +34,7 @@ from ml_service.spec import predictions
 
 if TYPE_CHECKING:
     from ml_service.bundle import BundleMetadata
+    from ml_service.serving.auth import KeyRing
     from ml_service.serving.metrics import ServiceMetrics
     from ml_service.serving.model_set import ServedSet
     from ml_service.settings import Settings
@@ -46,6 +47,7 @@ INLINE_BODY_BYTES = 256 * 1024
 FLAT_BODY_BYTES = 2048
 Headers = list[tuple[bytes, bytes]]
 _JSON = (b"content-type", b"application/json")
+_CHALLENGE = (b"www-authenticate", b'Bearer realm="scoring"')
 
 
 def partition_key(keys: list[str], values: list[Any]) -> str:
@@ -68,8 +70,10 @@ class ScoreHandler:
 
     def __init__(self, settings: Settings, model: Any, metadata: BundleMetadata,
                  served_set: ServedSet | None, metrics: ServiceMetrics,
-                 scoring_log: ScoringLog | None):
+                 scoring_log: ScoringLog | None, keys: KeyRing | None = None):
         self.settings, self.model, self.metadata = settings, model, metadata
+        #: The accepted API keys; None: /score is open (loopback, or anonymous on purpose).
+        self.api_keys = keys
         self.served_set, self.metrics, self.scoring_log = served_set, metrics, scoring_log
         self.keys = metadata.partition_keys
         self.validate = RowValidator(metadata.data_contract, settings.max_rows)
@@ -81,10 +85,11 @@ class ScoreHandler:
         try:
             return await self._score(headers, receive)
         except RequestError as exc:
-            return exc.status, error_body(exc), [_JSON]
+            return exc.status, error_body(exc), ([_JSON, _CHALLENGE] if exc.status == 401
+                                                 else [_JSON])
 
     async def _score(self, headers: Headers, receive: Any) -> tuple[int, bytes, Headers]:
-        given_id, declared, content_type = "", None, ""
+        given_id, declared, content_type, authorization, api_key = "", None, "", "", ""
         for name, value in headers:
             if name == b"content-type":
                 content_type = value.decode("latin-1")
@@ -92,6 +97,18 @@ class ScoreHandler:
                 declared = value
             elif name == b"x-request-id":
                 given_id = value.decode("latin-1")
+            elif name == b"authorization":
+                authorization = value.decode("latin-1")
+            elif name == b"api-key":
+                api_key = value.decode("latin-1")
+        key_id = None
+        if self.api_keys is not None:  # before the body is read: strangers cost nothing
+            key_id = self.api_keys.identify(authorization, api_key)
+            if key_id is None:
+                raise RequestError(
+                    "an API key is required: send `Authorization: Bearer <key>` or "
+                    "`api-key: <key>`" if not (authorization or api_key)
+                    else "this API key is not accepted", status=401)
         media_type(content_type)
         body = await read_body(receive, declared, self.settings.max_body_bytes)
         # Parsing, validation and prediction are CPU work. A body of up to a
@@ -108,7 +125,8 @@ class ScoreHandler:
         request_id = given_id if _REQUEST_ID.fullmatch(given_id) else os.urandom(16).hex()
         values = about.pop("values", ())
         if self.scoring_log is not None and not self.scoring_log.submit(
-            Batch(request_id, now_iso(), matrix, predicted, values, about.get("source_version"))
+            Batch(request_id, now_iso(), matrix, predicted, values, about.get("source_version"),
+                  key_id)
         ):
             self.metrics.log_refused.inc()
             return 503, (b'{"detail":"the scoring log is behind; retry shortly","row":null,'

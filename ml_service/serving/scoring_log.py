@@ -5,7 +5,10 @@ background thread formats and appends them as JSON lines to rotating files in
 a directory (a volume in the containers). One line per row:
 
     {"request_id": ..., "row": 0, "timestamp": ..., "model_name": ...,
-     "model_version": ..., "age": ..., ..., "s6": ..., "prediction": ...}
+     "model_version": ..., "api_key": ..., "age": ..., ..., "s6": ..., "prediction": ...}
+
+``api_key`` is the id of the API key that sent the request (see
+:mod:`ml_service.serving.auth`; null when the service runs without keys).
 
 For a many-models set, each line also names the request's partition (one
 field per partition key, e.g. ``"store": 3, "product": 7``) and the
@@ -59,6 +62,8 @@ class Batch:
     #: that trained the partition's model; empty and None for a single model.
     partition: tuple[str | int | float, ...] = ()
     source_version: int | None = None
+    #: The id of the API key that sent the request (never the key); None without keys.
+    api_key: str | None = None
 
 
 class ScoringLog:
@@ -101,10 +106,10 @@ class ScoringLog:
         # formatting each value in Python, which matters because the writer
         # shares the GIL with the requests. Fields are renamed to the log's
         # keys, so any feature name works.
-        keys = ["request_id", "row", "timestamp", "model_name", "model_version",
+        keys = ["request_id", "row", "timestamp", "model_name", "model_version", "api_key",
                 *self.partition_keys, *(["source_version"] if self.partition_keys else []),
                 *self.features, "prediction"]
-        types: list[Any] = [str, int, str, str, int,
+        types: list[Any] = [str, int, str, str, int, str | None,
                             *[str | int | float] * len(self.partition_keys),
                             *([int] if self.partition_keys else []),
                             *[float] * len(self.features), float]
@@ -199,7 +204,8 @@ class ScoringLog:
             where = (*batch.partition, int(batch.source_version or 0))
         # One list per row (inputs, then the prediction): a single tolist().
         rows = np.column_stack((batch.inputs, batch.predictions)).tolist()
-        lines = [line(request_id, row, timestamp, name, version, *where, *values)
+        key = batch.api_key
+        lines = [line(request_id, row, timestamp, name, version, key, *where, *values)
                  for row, values in enumerate(rows)]
         data = self._encoder.encode_lines(lines)
         if self._file is None or self._size + len(data) > self.max_bytes and self._size:

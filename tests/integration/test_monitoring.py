@@ -230,3 +230,37 @@ def test_collect_skips_rows_whose_request_id_two_requests_used(registered, workd
     collected = pd.read_csv(workdir / "new.csv")
     assert len(collected) == 442 + 1
     np.testing.assert_allclose(collected.iloc[-1][NAMES].values, rows[2])
+
+
+def test_collect_keeps_only_rows_of_the_named_api_keys(registered, workdir):
+    """Rows a stranger's key sent (crafted traffic) stay out of the next training set."""
+    from ml_service.registry.export import export_bundle
+    from ml_service.registry import connect
+    from ml_service.serving.auth import key_id, new_key
+
+    registry = connect(model_settings())
+    export_bundle(registry, registry.alias_version("champion"), workdir / "bundle", SPEC)
+    log_dir = workdir / "scoring-log"
+    trusted, stranger = new_key(), new_key()
+    app = create_app(Settings(bundle_dir=workdir / "bundle", scoring_log_dir=log_dir,
+                              api_keys=f"{trusted},{stranger}"))
+    rows = pd.read_csv(DATA)[NAMES].head(4).values.tolist()
+    with TestClient(app) as client:
+        for i, (row, key) in enumerate(zip(rows, [trusted, stranger, trusted, stranger])):
+            client.post("/score", json={"data": [row]},
+                        headers={"X-Request-ID": f"r{i}", "api-key": key})
+    pd.DataFrame({"request_id": [f"r{i}" for i in range(4)],
+                  "target": [100.0, 150.0, 120.0, 130.0]}).to_csv(workdir / "truth.csv",
+                                                                  index=False)
+    args = ["collect", "--logs", str(log_dir), "--outcomes", str(workdir / "truth.csv"),
+            "--out", str(workdir / "new.csv"), "--base", str(DATA)]
+    result = registered(*args, "--api-key", key_id(trusted))
+    assert result.exit_code == 0, result.output
+    assert "kept the 2 of 4 logged rows" in result.stdout
+    collected = pd.read_csv(workdir / "new.csv")
+    assert len(collected) == 442 + 2
+    np.testing.assert_allclose(collected.iloc[442:][NAMES].values, [rows[0], rows[2]])
+    result = registered(*args, "--api-key", "0123456789ab")
+    assert result.exit_code == 2
+    assert "no logged row was sent with API key id(s) 0123456789ab" in result.stderr
+    assert key_id(trusted) in result.stderr and trusted not in result.stderr
