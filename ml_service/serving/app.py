@@ -262,8 +262,9 @@ def create_app(settings: Settings | None = None, host: str | None = None) -> Fas
             return Response(card_markdown, media_type="text/markdown; charset=utf-8")
         return Response(card_json, media_type="application/json")
 
-    @app.get("/metrics", responses={401: {"description": "MLOPS_METRICS_KEYS are set, and "
-                                                          "the request sent none of them"}})
+    refused = "MLOPS_METRICS_KEYS are set, and the request sent none of them"
+
+    @app.get("/metrics", responses={401: {"description": refused}})
     async def prometheus(request: Request) -> Response:
         """Prometheus metrics (with a key when ``MLOPS_METRICS_KEYS`` is set)."""
         if scrape_keys is not None and scrape_keys.identify(
