@@ -215,6 +215,14 @@ promote: install ## Run the image that passed QA (or VERSION=n DIGEST=sha256:...
 rollback: install ## Return production to the previously promoted version
 	$(BIN)/mlops rollback
 
+.PHONY: api-key
+api-key: install ## Print a new random /score API key (stdout) and its id (stderr)
+	@$(BIN)/mlops api-keys --new
+
+.PHONY: api-keys
+api-keys: install ## Show the key ids of STAGE=qa|production; SET=1 gives it MLOPS_API_KEYS now (rotation)
+	$(BIN)/mlops api-keys --stage "$${STAGE:?set STAGE=qa or STAGE=production}" $(if $(SET),--set)
+
 # Extra arguments for `mlops bench`, e.g. BENCH_ARGS="--requests 500".
 BENCH_ARGS ?=
 
@@ -283,9 +291,9 @@ drift: install ## Compare the scoring log (MLOPS_SCORING_LOG_URI or _DIR) with t
 		$(if $(OUTPUTS_OUT),--outputs "$(OUTPUTS_OUT)") $(ARGS)
 
 .PHONY: collect
-collect: install ## Join the scoring log with OUTCOMES=file.csv into a new dataset OUT=file.csv
+collect: install ## Join the scoring log with OUTCOMES=file.csv into a new dataset OUT=file.csv; KEY_IDS="id ..." keeps only those keys' rows
 	$(BIN)/mlops collect --outcomes "$${OUTCOMES:?set OUTCOMES=ground-truth.csv}" \
-		--out "$${OUT:?set OUT=new-dataset.csv}" $(ARGS)
+		--out "$${OUT:?set OUT=new-dataset.csv}" $(foreach id,$(KEY_IDS),--api-key $(id)) $(ARGS)
 
 .PHONY: trigger-retrain
 trigger-retrain: ## Start the retrain workflow on this run's branch (Actions; needs GH_TOKEN with actions: write)

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -56,6 +57,12 @@ class LoadResult:
     rounds: int = 1
 
 
+#: The /score key of the benchmarked services (a deployed stage always has keys, so
+#: the figures include checking one); sent to every server alike.
+BENCH_KEY = secrets.token_urlsafe(32)
+HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer {BENCH_KEY}"}
+
+
 async def _drive(url: str, body: bytes, requests: int,
                  concurrency: int) -> tuple[list[float], int, float]:
     import aiohttp
@@ -68,8 +75,7 @@ async def _drive(url: str, body: bytes, requests: int,
         nonlocal errors
         for _ in remaining:
             start = time.perf_counter()
-            async with session.post(url, data=body,
-                                    headers={"Content-Type": "application/json"}) as response:
+            async with session.post(url, data=body, headers=HEADERS) as response:
                 await response.read()
                 if response.status != 200:
                     errors += 1
@@ -186,7 +192,8 @@ def run_bench(settings: Settings, spec: ModelSpec, registry: Registry, version: 
         what = f"{registry.name} version {version}"
         load_skops(checked_model_file(mlflow_model, what)[1], what)
         ours = [sys.executable, "-m", "ml_service.serving"]
-        ours_env = {"MLOPS_BUNDLE_DIR": str(bundle), "MLOPS_SERVE_HOST": "127.0.0.1"}
+        ours_env = {"MLOPS_BUNDLE_DIR": str(bundle), "MLOPS_SERVE_HOST": "127.0.0.1",
+                    "MLOPS_API_KEYS": BENCH_KEY}
         servers: dict[str, tuple[list[str], dict[str, str | None], str, str, str,
                                  dict[str, bytes]]] = {
             "scoring service": (
@@ -295,7 +302,8 @@ def _image_figures(settings: Settings, registry: Registry, version: int) -> dict
     for _ in range(3):
         started = time.monotonic()
         container = client.containers.run(
-            image.id, detach=True, ports={"8080/tcp": ("127.0.0.1", port)}
+            image.id, detach=True, ports={"8080/tcp": ("127.0.0.1", port)},
+            environment={"MLOPS_API_KEYS": BENCH_KEY},
         )
         try:
             wait_healthy(f"http://127.0.0.1:{port}", 120)

@@ -7,11 +7,16 @@ model version, so the engine itself says what runs where.
 
 from __future__ import annotations
 
+import io
 import os
-from collections.abc import Mapping
+import tarfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from ml_service.errors import UsageError
+from ml_service.release import stage_keys
 from ml_service.release.ports import Deployment, ReleaseError, SmokeCheck
 from ml_service.release.smoke import wait_healthy
 from ml_service.settings import Settings
@@ -21,14 +26,17 @@ VERSION_LABEL = "io.github.mlops-template.model.version"
 
 
 def container_environment(settings: Settings) -> dict[str, str]:
-    """What a stage container needs beyond the image: where to ship its scoring log.
+    """What a stage container needs beyond the image: its key file, where to ship its log.
 
     The storage credentials are passed by name from this process's
-    environment (the workflow maps them from secrets), never baked in.
+    environment (the workflow maps them from secrets), never baked in. The
+    API keys are not in the environment (``docker inspect`` shows it): they
+    are a file on the stage's keys volume.
     """
+    environment = {"MLOPS_API_KEYS_FILE": f"{stage_keys.MOUNT}/{stage_keys.FILE}"}
     if not settings.scoring_log_uri:
-        return {}
-    environment = {"MLOPS_SCORING_LOG_URI": settings.scoring_log_uri}
+        return environment
+    environment["MLOPS_SCORING_LOG_URI"] = settings.scoring_log_uri
     for name in settings.scoring_log_credentials:
         if os.environ.get(name):
             environment[name] = os.environ[name]
@@ -118,16 +126,83 @@ class DockerTarget:
     def deploy(self, stage: str, version: int, image: str, smoke: SmokeCheck,
                keep_previous: bool) -> Deployment:
         """Run ``image`` as ``stage``; see :class:`ml_service.release.ports.DeployTarget`."""
+        key = self.ensure_keys(stage, image)[0]
         if keep_previous:
-            return self._switch(stage, version, image, smoke)
+            return self._switch(stage, version, image, smoke, key)
         name = self.container_name(stage)
         old = self._get(name)
         if old is not None:
             old.remove(force=True)
         self._start(stage, image, version, name)
         url = self._url(self._port(stage))
-        smoke(url)
+        smoke(url, key)
         return Deployment(stage, version, name, image, url)
+
+    # -- the stage's API keys: a file on the volume <container>-api-keys
+
+    def ensure_keys(self, stage: str, image: str) -> list[str]:
+        """The stage's /score keys, written to its volume first if they change
+        (see :mod:`ml_service.release.stage_keys`)."""
+        keys, write = stage_keys.settle(stage, self.read_keys(stage, image),
+                                        stage_keys.wanted(self.settings))
+        if write:
+            self.write_keys(stage, keys, image)
+        return keys
+
+    def stage_image(self, stage: str) -> str:
+        """The image of the stage's container (what the key volume is read through).
+
+        Raises:
+            ReleaseError: If nothing is deployed to ``stage``.
+        """
+        current = self._get(self.container_name(stage))
+        if current is None:
+            raise ReleaseError(f"nothing is deployed to {stage} on this engine: its keys are "
+                               "set by its first release (MLOPS_API_KEYS, or a new key)")
+        return str(current.attrs["Image"])
+
+    def read_keys(self, stage: str, image: str | None = None) -> list[str]:
+        """The keys on the stage's volume ([] if it has none)."""
+        from docker.errors import NotFound
+
+        with self._keys_box(stage, image or self.stage_image(stage), "ro") as box:
+            try:
+                stream, _ = box.get_archive(f"{stage_keys.MOUNT}/{stage_keys.FILE}")
+            except NotFound:
+                return []
+            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+                member = archive.next()
+                handle = archive.extractfile(member) if member is not None else None
+                text = handle.read().decode() if handle is not None else ""
+        return stage_keys.parse_stored(text, f"the {stage} keys volume")
+
+    def write_keys(self, stage: str, keys: list[str], image: str | None = None) -> None:
+        """Replace the keys on the stage's volume; the service reads them within a second."""
+        data = stage_keys.file_text(keys).encode()
+        info = tarfile.TarInfo(stage_keys.FILE)
+        info.size, info.mode, info.mtime = len(data), 0o400, int(time.time())
+        info.uid = info.gid = 10001  # the service's user: only it reads the file
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w") as tar:
+            tar.addfile(info, io.BytesIO(data))
+        with self._keys_box(stage, image or self.stage_image(stage), "rw") as box:
+            if not box.put_archive(stage_keys.MOUNT, archive.getvalue()):
+                raise ReleaseError(f"could not write the {stage} keys volume")
+
+    def _keys_volume(self, stage: str) -> str:
+        return f"{self.container_name(stage)}-api-keys"
+
+    @contextmanager
+    def _keys_box(self, stage: str, image: str, mode: str) -> Iterator[Any]:
+        """A container that is never started, with the keys volume mounted: files are
+        copied in and out of it (the stage's own container has it read-only)."""
+        box = self.client.containers.create(
+            image, command=["true"], network_disabled=True,
+            volumes={self._keys_volume(stage): {"bind": stage_keys.MOUNT, "mode": mode}})
+        try:
+            yield box
+        finally:
+            box.remove(force=True)
 
     # -- what runs where
 
@@ -161,7 +236,8 @@ class DockerTarget:
 
     # -- internals
 
-    def _switch(self, stage: str, version: int, image: str, smoke: SmokeCheck) -> Deployment:
+    def _switch(self, stage: str, version: int, image: str, smoke: SmokeCheck,
+                key: str) -> Deployment:
         """Smoke-test ``image`` beside the stage's container, then swap it in.
 
         The candidate first runs on a spare port while the current container
@@ -175,9 +251,9 @@ class DockerTarget:
             f"{stage} is untouched and still serves version {current.labels.get(VERSION_LABEL)}"
             if current is not None else "nothing was deployed"
         )
-        candidate = self._start("candidate", image, version, f"{name}-candidate")
+        candidate = self._start("candidate", image, version, f"{name}-candidate", stage)
         try:
-            smoke(self._published_url(candidate))
+            smoke(self._published_url(candidate), key)
         except ReleaseError as exc:
             raise ReleaseError(f"{exc}; {serving}") from None
         finally:
@@ -193,7 +269,7 @@ class DockerTarget:
         url = self._url(self._port(stage))
         try:
             self._start(stage, image, version, name)
-            smoke(url)
+            smoke(url, key)
         except Exception as exc:
             failed = self._get(name)
             if failed is not None:
@@ -215,7 +291,9 @@ class DockerTarget:
         ports = {"qa": self.settings.qa_port, "production": self.settings.production_port}
         return ports.get(stage)
 
-    def _start(self, stage: str, image_id: str, version: int, name: str) -> Any:
+    def _start(self, stage: str, image_id: str, version: int, name: str,
+               keys_of: str | None = None) -> Any:
+        """Run the container; it reads the keys of stage ``keys_of`` (default ``stage``)."""
         settings = self.settings
         return self.client.containers.run(
             image_id,
@@ -232,9 +310,10 @@ class DockerTarget:
             mem_limit=settings.container_memory,
             pids_limit=settings.container_pids,
             tmpfs={"/tmp": "size=16m"},
-            # One scoring-log volume per stage, kept across deployments.
+            # One scoring-log volume per stage, kept across deployments; its keys, read-only.
             volumes={f"{self.container_name(stage)}-scoring-log": {
-                "bind": "/var/log/scoring", "mode": "rw"}},
+                "bind": "/var/log/scoring", "mode": "rw"},
+                self._keys_volume(keys_of or stage): {"bind": stage_keys.MOUNT, "mode": "ro"}},
         )
 
     def _url(self, port: int | str | None) -> str:

@@ -13,6 +13,7 @@ rollout undo``: the previous ReplicaSet back) before the error is raised.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
@@ -24,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from ml_service.release import stage_keys
 from ml_service.release.cluster_access import pull_secret
 from ml_service.release.ports import Deployment, ReleaseError, SmokeCheck
 from ml_service.settings import Settings
@@ -84,6 +86,7 @@ class KubernetesTarget:
         before = self.current_version(stage)
         self._ensure_namespace(stage)
         self._ensure_pull_secret(stage)
+        key = self.ensure_keys(stage)[0]
         self._kubectl(stage, "apply", "-f", "-", input=self.render(stage, version, image))
         deadline = self.settings.rollout_deadline
         try:
@@ -96,12 +99,49 @@ class KubernetesTarget:
         for pod in pods:
             try:
                 with self.port_forward(stage, f"pod/{pod}") as url:
-                    smoke(url)
+                    smoke(url, key)
             except ReleaseError as exc:
                 self._undo(stage, before, f"pod {pod} failed its smoke test: {exc}")
         logger.info("%s: version %s rolled out on %d pod(s)", stage, version, len(pods))
         return Deployment(stage, version, f"{self.namespace(stage)}/deployment/{DEPLOYMENT}",
                           image, f"service/{DEPLOYMENT} in namespace {self.namespace(stage)}")
+
+    # -- the stage's API keys: the Secret scoring-api-keys, mounted into the pods
+
+    def ensure_keys(self, stage: str) -> list[str]:
+        """The stage's /score keys, its Secret written first if they change
+        (see :mod:`ml_service.release.stage_keys`)."""
+        keys, write = stage_keys.settle(stage, self.read_keys(stage),
+                                        stage_keys.wanted(self.settings))
+        if write:
+            self.write_keys(stage, keys)
+        return keys
+
+    def read_keys(self, stage: str) -> list[str]:
+        """The keys in the stage's Secret ([] if it has none)."""
+        found = self._kubectl(stage, "get", "secret", stage_keys.SECRET, "--ignore-not-found",
+                              "-o", "json").strip()
+        if not found:
+            return []
+        encoded = json.loads(found).get("data", {}).get(stage_keys.FILE, "")
+        return stage_keys.parse_stored(base64.b64decode(encoded).decode(),
+                                       f"Secret {self.namespace(stage)}/{stage_keys.SECRET}")
+
+    def write_keys(self, stage: str, keys: list[str]) -> None:
+        """Replace the stage's Secret; the kubelet updates the pods' file, which they
+        re-read (no restart)."""
+        secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                  "metadata": {"name": stage_keys.SECRET,
+                               "labels": {"app.kubernetes.io/name": DEPLOYMENT}},
+                  "data": {stage_keys.FILE: base64.b64encode(
+                      stage_keys.file_text(keys).encode()).decode()}}
+        # replace (or create), not apply: apply would copy the keys into an annotation.
+        text = json.dumps(secret)
+        if self._kubectl(stage, "get", "secret", stage_keys.SECRET, "--ignore-not-found",
+                         "-o", "name").strip():
+            self._kubectl(stage, "replace", "-f", "-", input=text)
+        else:
+            self._kubectl(stage, "create", "-f", "-", input=text)
 
     def check_access(self, stage: str) -> str:
         """Say which cluster the stage's context reaches, or raise ReleaseError."""

@@ -19,8 +19,9 @@ class ReleaseError(MlopsError):
     """A release step failed; the message says what state things were left in."""
 
 
-#: Checks a running instance at ``url``; raises :class:`ReleaseError` if it fails.
-SmokeCheck = Callable[[str], None]
+#: Checks a running instance at ``url`` with one of its API keys; raises
+#: :class:`ReleaseError` if it fails.
+SmokeCheck = Callable[[str, str], None]
 
 
 @dataclass

@@ -25,12 +25,17 @@ def wait_healthy(url: str, deadline: float) -> float:
 
 
 def smoke_test(url: str, version: int, expected: np.ndarray, rows: list[list[float]],
-               deadline: float, partition: dict[str, Any] | None = None) -> None:
+               deadline: float, partition: dict[str, Any] | None = None,
+               key: str | None = None) -> None:
     """Wait for ``url`` to be healthy, then check it scores ``rows`` as ``expected``.
+
+    With ``key`` (a deployed stage's API key) the rows are sent with it, and a
+    request without it must be refused (401): a stage is never left open.
 
     Raises:
         ReleaseError: If the service is not healthy in time, serves another
-            version, or predicts differently from the registry's model.
+            version, predicts differently from the registry's model, or
+            scores without a key.
     """
     import requests
 
@@ -38,7 +43,14 @@ def smoke_test(url: str, version: int, expected: np.ndarray, rows: list[list[flo
     body: dict[str, Any] = {"data": rows}
     if partition:  # a many-models set: one partition's model
         body["partition"] = partition
-    response = requests.post(f"{url}/score", json=body, timeout=10)
+    if key is not None:
+        anonymous = requests.post(f"{url}/score", json=body, timeout=10)
+        if anonymous.status_code != 401:
+            raise ReleaseError(f"{url}/score answered {anonymous.status_code} to a request "
+                               "without an API key, not 401: the stage would be open to "
+                               "anyone who reaches it")
+    headers = {"authorization": f"Bearer {key}"} if key is not None else {}
+    response = requests.post(f"{url}/score", json=body, headers=headers, timeout=10)
     if response.status_code != 200:
         raise ReleaseError(f"{url}/score answered {response.status_code}: {response.text[:300]}")
     body = response.json()
@@ -71,7 +83,7 @@ def smoke_check(registry: ReleaseRegistry, spec: ModelSpec, version: int,
         model = registry.load_model(version)
         expected = spec.predict(model, pd.DataFrame(rows, columns=spec.contract.feature_names))
 
-    def check(url: str) -> None:
-        smoke_test(url, version, expected, rows, deadline, partition)
+    def check(url: str, key: str) -> None:
+        smoke_test(url, version, expected, rows, deadline, partition, key)
 
     return check

@@ -151,11 +151,11 @@ def create_app(settings: Settings | None = None, host: str | None = None) -> Fas
         ApiKeyError: If there are no keys and the service would be open to others.
     """
     settings = settings or Settings()
-    api_keys = score_keys(settings, host or settings.serve_host)
-    scrape_keys = metrics_keys(settings)
     model, metadata = load_bundle(settings.bundle_dir, settings.model_sha256,
                                   settings.model_cache_size, settings.model_runtime,
                                   settings.signing_trusted)
+    api_keys = score_keys(settings, host or settings.serve_host)
+    scrape_keys = metrics_keys(settings)
     served_set = model if isinstance(model, ServedSet) else None
     keys = metadata.partition_keys
     contract = metadata.data_contract

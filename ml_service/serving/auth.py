@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 import secrets
 import threading
@@ -85,7 +84,7 @@ def parse_keys(text: str, where: str) -> list[str]:
 
 
 class KeyRing:
-    """The keys an endpoint accepts, from a value and/or a file.
+    """The keys an endpoint accepts, from a value and/or a file (re-read when it changes).
 
     Args:
         keys: Keys as text (commas or new lines), or None.
@@ -97,16 +96,16 @@ class KeyRing:
         self.what = what
         self._fixed = parse_keys(keys, what) if keys else []
         self.file = file
-        self._stamp: tuple[int, int, int] | None = None
+        self._text: bytes | None = None
         self._checked = 0.0
         self._lock = threading.Lock()
         self._digests: dict[bytes, str] = {}
         if file is not None:
             try:
-                self._stamp = self._stat(file)
+                self._text = file.read_bytes()
             except OSError as exc:
                 raise ApiKeyError(f"{what}_FILE={file} cannot be read: {exc.strerror}") from None
-            self._load(self._read(file))
+            self._load(self._parse(self._text))
         else:
             self._load([])
         self._checked = time.monotonic()
@@ -141,14 +140,8 @@ class KeyRing:
 
     # -- the file
 
-    @staticmethod
-    def _stat(file: Path) -> tuple[int, int, int]:
-        found = os.stat(file)  # follows symlinks: a Secret volume swaps ..data
-        return found.st_mtime_ns, found.st_size, found.st_ino
-
-    def _read(self, file: Path) -> list[str]:
-        return parse_keys(file.read_text(encoding="ascii", errors="replace"),
-                          f"{self.what}_FILE={file}")
+    def _parse(self, text: bytes) -> list[str]:
+        return parse_keys(text.decode("ascii", errors="replace"), f"{self.what}_FILE={self.file}")
 
     def _load(self, from_file: list[str]) -> None:
         keys = [*self._fixed, *from_file]
@@ -166,16 +159,18 @@ class KeyRing:
                 return
             self._checked = now
             try:
-                stamp = self._stat(self.file)
-                if stamp == self._stamp:
+                # A few hundred bytes, read once a second: compared whole, so a change is
+                # seen whatever a writer does to the file's times and inode.
+                text = self.file.read_bytes()
+                if text == self._text:
                     return
-                keys = self._read(self.file)
+                keys = self._parse(text)
             except (OSError, UsageError) as exc:
                 # Mid-swap, or a bad edit: the keys in force stay in force.
                 logger.warning("keeping the keys in force: %s", exc)
                 return
             before = set(self._digests.values())
-            self._stamp = stamp
+            self._text = text
             self._load(keys)
             after = set(self._digests.values())
             logger.info("%s_FILE changed: keys %s added, %s removed", self.what,

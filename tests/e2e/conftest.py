@@ -11,10 +11,14 @@ import uuid
 
 import pytest
 
+from ml_service.serving.auth import new_key
 from tests.conftest import isolated_env
 from tests.servers import free_port
 
 REQUIRED = os.environ.get("REQUIRE_DOCKER") == "1"
+#: The /score key the stages of these tests get (MLOPS_API_KEYS of `env`).
+API_KEY = new_key()
+AUTH = {"authorization": f"Bearer {API_KEY}"}
 
 
 def _unavailable(reason: str):
@@ -91,6 +95,7 @@ def env(tmp_path, build_dir, docker_client):
         "MLOPS_QA_PORT": str(free_port()),
         "MLOPS_PRODUCTION_PORT": str(free_port()),
         "MLOPS_SMOKE_DEADLINE": "60",
+        "MLOPS_API_KEYS": API_KEY,
     }
     yield values
     for container in docker_client.containers.list(all=True, filters={"name": name}):

@@ -25,6 +25,7 @@ from mlflow import MlflowClient
 
 from ml_service.release.supply_chain import DockerInspector
 from tests.conftest import REPO, write_config
+from tests.e2e.conftest import AUTH
 from tests.e2e.test_release import _broken_image, alias, make, ok
 from tests.servers import kubectl_binary, unavailable
 
@@ -159,7 +160,7 @@ class Load:
                 self.budget -= 1
             try:
                 response = requests.post(self.url, json={"data": ROWS}, timeout=10,
-                                         headers={"Connection": "close"})
+                                         headers={**AUTH, "Connection": "close"})
                 if response.status_code == 200:
                     with self.lock:
                         self.ok += 1

@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from sales_forecast.generate import write
+from tests.e2e.conftest import AUTH
 from tests.e2e.test_release import alias, make, ok, served_version
 
 pytestmark = pytest.mark.e2e
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.e2e
 
 def score(port: str, store: int, product: int) -> requests.Response:
     body = {"partition": {"store": store, "product": product}, "data": [[12.5, 0, 18.0]]}
-    return requests.post(f"http://127.0.0.1:{port}/score", json=body, timeout=5)
+    return requests.post(f"http://127.0.0.1:{port}/score", json=body, headers=AUTH, timeout=5)
 
 
 def test_a_set_is_released_promoted_and_rolled_back_like_a_single_model(env, tmp_path):
@@ -30,11 +31,11 @@ def test_a_set_is_released_promoted_and_rolled_back_like_a_single_model(env, tmp
     assert "QA passed: version 1" in out and alias(env, "qa") == 1
     url = f"http://127.0.0.1:{env['MLOPS_QA_PORT']}"
     body = {"partition": {"store": 3, "product": 2}, "data": [[12.5, 0, 18.0]]}
-    scored = requests.post(f"{url}/score", json=body, timeout=5)
+    scored = requests.post(f"{url}/score", json=body, headers=AUTH, timeout=5)
     assert scored.status_code == 200, scored.text
     assert scored.json()["model"]["partition"] == "store=3/product=2"
     elsewhere = {**body, "partition": {"store": 4, "product": 1}}
-    unknown = requests.post(f"{url}/score", json=elsewhere, timeout=5)
+    unknown = requests.post(f"{url}/score", json=elsewhere, headers=AUTH, timeout=5)
     assert unknown.status_code == 422
     assert unknown.json()["detail"] == "no model for partition store=4/product=1 in this set"
     metrics = requests.get(f"{url}/metrics", timeout=5).text

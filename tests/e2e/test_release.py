@@ -25,7 +25,9 @@ from mlflow import MlflowClient
 
 from ml_service.bundle import sha256_file
 from ml_service.release.supply_chain import DockerInspector
+from ml_service.serving.auth import key_id, new_key
 from tests.conftest import REPO, write_config
+from tests.e2e.conftest import API_KEY, AUTH
 from tests.servers import free_port
 
 pytestmark = pytest.mark.e2e
@@ -63,7 +65,30 @@ def served_version(port: str) -> int:
     return requests.get(f"http://127.0.0.1:{port}/health", timeout=5).json()["model"]["version"]
 
 
+def mlops(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(REPO / ".venv" / "bin" / "mlops"), *args],
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+
+
+def scores(url: str, key: str | None, expected: int, within: float = 10.0) -> None:
+    """/score at ``url`` answers ``expected`` with ``key`` (None: no key), within a while."""
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    deadline = time.monotonic() + within
+    while True:
+        status = requests.post(f"{url}/score", json={"data": [ROW]}, headers=headers,
+                               timeout=5).status_code
+        if status == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert status == expected
+
+
+ROW = [59.0, 2.0, 32.1, 101.0, 157.0, 93.2, 38.0, 4.0, 4.8598, 87.0]
+
+
 def test_release_promote_replace_fail_safely_and_roll_back(env, tmp_path, docker_client):
+    # No MLOPS_API_KEYS: each stage gets a key of its own at its first release.
+    env = {k: v for k, v in env.items() if k != "MLOPS_API_KEYS"}
     weak = write_config(tmp_path, "weak.yaml", alpha=1000.0)
     ok(make(env, "pipeline", f"ARGS=--config {weak}"))
 
@@ -74,6 +99,22 @@ def test_release_promote_replace_fail_safely_and_roll_back(env, tmp_path, docker
     out = ok(make(env, "release"))
     assert "QA passed: version 1" in out and alias(env, "qa") == 1
     assert served_version(env["MLOPS_QA_PORT"]) == 1
+    # QA was given a key of its own (no MLOPS_API_KEYS): without it, 401.
+    qa = f"http://127.0.0.1:{env['MLOPS_QA_PORT']}"
+    made = ok(mlops(env, "api-keys", "--stage", "qa", "--reveal")).split()
+    assert len(made) == 1
+    scores(qa, None, 401)
+    scores(qa, made[0], 200)
+    shown = ok(make(env, "api-keys", "STAGE=qa"))
+    assert f"qa accepts key {key_id(made[0])}" in shown and made[0] not in shown
+    # Rotation, no redeploy: the new key beside the old, then the new key alone.
+    rotated = new_key()
+    ok(make({**env, "MLOPS_API_KEYS": f"{rotated},{made[0]}"}, "api-keys", "STAGE=qa", "SET=1"))
+    scores(qa, rotated, 200)
+    scores(qa, made[0], 200, within=0)
+    ok(make({**env, "MLOPS_API_KEYS": rotated}, "api-keys", "STAGE=qa", "SET=1"))
+    scores(qa, made[0], 401)
+    scores(qa, rotated, 200, within=0)
     # The container serves its version's model card, with the run's figures ...
     card = requests.get(f"http://127.0.0.1:{env['MLOPS_QA_PORT']}/model-card", timeout=5).json()
     v1 = registry(env).get_model_version(env["MLOPS_MODEL_NAME"], "1")
@@ -94,8 +135,12 @@ def test_release_promote_replace_fail_safely_and_roll_back(env, tmp_path, docker
     ok(make(env, "pipeline"))
     assert alias(env, "champion") == 2
     ok(make(env, "release"))
+    scores(qa, rotated, 200, within=0)  # a stage keeps its keys across releases
     ok(make(env, "promote"))
     assert alias(env, "production") == 2 and served_version(env["MLOPS_PRODUCTION_PORT"]) == 2
+    production_keys = ok(mlops(env, "api-keys", "--stage", "production", "--reveal")).split()
+    assert len(production_keys) == 1 and production_keys[0] not in (made[0], rotated)
+    scores(f"http://127.0.0.1:{env['MLOPS_PRODUCTION_PORT']}", rotated, 401, within=0)
     names = [
         c.name
         for c in docker_client.containers.list(all=True, filters={"name": env["MLOPS_MODEL_NAME"]})
@@ -257,7 +302,8 @@ print(found)
     # healthy on its own HEALTHCHECK, as uid 10001
     port = free_port()
     container = docker_client.containers.run(image.id, detach=True,
-                                             ports={"8080/tcp": ("127.0.0.1", port)})
+                                             ports={"8080/tcp": ("127.0.0.1", port)},
+                                             environment={"MLOPS_API_KEYS": API_KEY})
     started = time.monotonic()
     try:
         while container.attrs["State"].get("Health", {}).get("Status") != "healthy":
@@ -278,6 +324,14 @@ print(found)
         assert "refusing to serve" in tampered.logs().decode()
     finally:
         tampered.remove(force=True)
+
+    # without API keys it does not start open: exit 3, saying what to set
+    keyless = docker_client.containers.run(image.id, detach=True)
+    try:
+        assert keyless.wait(timeout=60)["StatusCode"] == 3
+        assert "no API keys for /score" in keyless.logs().decode()
+    finally:
+        keyless.remove(force=True)
 
 
 def test_the_bundle_hash_in_the_image_matches_the_registry_model(env, tmp_path, docker_client):
@@ -396,7 +450,8 @@ async def _load(url: str, requests_total: int, clients: int) -> tuple[int, dict[
                 assert response.status == 200, await response.text()
                 scored[(await response.json())["request_id"]] = size
 
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as session:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients),
+                                     headers=AUTH) as session:
         await asyncio.gather(*(client(session) for _ in range(clients)))
     return sum(scored.values()), scored
 

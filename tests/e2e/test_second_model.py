@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from tests.conftest import CANCER_PACKAGE, REPO
+from tests.e2e.conftest import AUTH
 from tests.e2e.test_release import alias, make, ok
 
 pytestmark = pytest.mark.e2e
@@ -31,6 +32,7 @@ def test_the_classifier_gets_an_image_and_passes_qa(env, second_model, tmp_path)
     metadata = requests.get(f"http://127.0.0.1:{port}/metadata", timeout=5).json()
     assert metadata["output"] == "predict_proba" and metadata["contract"]["name"] == (
         "breast_cancer")
-    bad = requests.post(f"http://127.0.0.1:{port}/score", json={"data": [[1.0] * 7]}, timeout=5)
+    bad = requests.post(f"http://127.0.0.1:{port}/score", json={"data": [[1.0] * 7]},
+                        headers=AUTH, timeout=5)
     assert bad.status_code == 422 and "expected 8 values (radius" in bad.json()["detail"]
     assert CANCER_PACKAGE.is_dir()

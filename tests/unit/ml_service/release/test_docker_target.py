@@ -62,11 +62,14 @@ def test_a_remote_engine_is_smoke_tested_at_its_own_host_not_the_runners(monkeyp
 
 
 def test_containers_get_the_log_uri_and_only_the_named_credentials(monkeypatch):
-    assert container_environment(Settings()) == {}
+    keys = {"MLOPS_API_KEYS_FILE": "/etc/scoring/keys/api-keys"}
+    assert container_environment(Settings()) == keys
     monkeypatch.setenv("MLOPS_SCORING_LOG_URI", "az://logs/production")
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", "AccountName=a;AccountKey=b")
     monkeypatch.setenv("UNRELATED_SECRET", "never passed")
+    monkeypatch.setenv("MLOPS_API_KEYS", "the deployer's keys go to the volume, not here")
     assert container_environment(Settings()) == {
+        **keys,
         "MLOPS_SCORING_LOG_URI": "az://logs/production",
         "AZURE_STORAGE_CONNECTION_STRING": "AccountName=a;AccountKey=b",
     }

@@ -72,7 +72,7 @@ class FakeTarget:
         previous = self.serving.get(stage)
         self.serving[stage] = (version, image)
         try:
-            smoke(f"http://{stage}/v{version}")
+            smoke(f"http://{stage}/v{version}", "key")
         except ReleaseError as exc:
             if keep_previous:  # what the real targets do: the old one serves again
                 if previous is None:
@@ -91,7 +91,7 @@ def smoke_failing(*bad: int):
     """A smoke factory whose check fails for the versions in ``bad``."""
 
     def factory(version: int) -> SmokeCheck:
-        def check(url: str) -> None:
+        def check(url: str, key: str) -> None:
             assert url.endswith(f"/v{version}")
             if version in bad:
                 raise ReleaseError(f"predictions of version {version} differ")
