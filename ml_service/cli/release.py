@@ -57,11 +57,12 @@ def _target(settings: Settings, client: Any = None) -> DeployTarget:
     return DockerTarget(settings, client)
 
 
-def _inspector() -> ImageInspector:
-    """Reads the SBOM and model of an image on the Docker engine (DOCKER_HOST), when used."""
+def _inspector(settings: Settings) -> ImageInspector:
+    """Reads the bundle, SBOM and model of an image on the Docker engine (DOCKER_HOST),
+    and verifies the bundle against the keys the settings trust."""
     from ml_service.release.supply_chain import DockerInspector
 
-    return DockerInspector()
+    return DockerInspector(trusted=settings.signing_trusted)
 
 
 def _smoke(settings: Settings, spec: ModelSpec, registry: Registry) -> SmokeFactory:
@@ -105,7 +106,7 @@ def release(
     if settings.deploy_target == "kubernetes":  # a cluster pulls by digest: push first
         image = push_image(settings, registry, chosen, client)
     deployment = release_qa(registry, target, chosen, image, _smoke(settings, spec, registry),
-                            DockerInspector(client))
+                            DockerInspector(client, settings.signing_trusted))
     out.print(
         f"[green]QA passed[/]: version {chosen} serves at {deployment.url} "
         f"({deployment.container}, image {image[:60]}); alias 'qa' set"
@@ -242,7 +243,7 @@ def promote(version: VersionOption = None, digest: DigestOption = None) -> None:
     _pinned_version(version, digest)
     settings, spec, registry = connected()
     deployment = promotion.promote(registry, _target(settings), _smoke(settings, spec, registry),
-                                   version, _inspector(), digest)
+                                   version, _inspector(settings), digest)
     image = deployment.image_id
     out.print(
         f"[green]promoted[/] version {deployment.version} to production at {deployment.url} "
@@ -258,7 +259,7 @@ def rollback() -> None:
 
     settings, spec, registry = connected()
     deployment = promotion.rollback(registry, _target(settings), _smoke(settings, spec, registry),
-                                    _inspector())
+                                    _inspector(settings))
     out.print(f"[green]rolled back[/]: production serves version {deployment.version} again")
 
 

@@ -11,9 +11,10 @@ unit-tested with fakes. The state lives in the registry:
 
 Promotion runs the exact image that passed QA (the one recorded on the
 version), never a rebuild. With an :class:`~ml_service.release.supply_chain.ImageInspector`,
-QA also records the hashes of that image's SBOM and model file, and
-production (or a rollback) refuses an image whose hashes differ, before
-deploying anything.
+QA and production first verify the image's bundle against the signing keys
+the repository trusts (and that it is the version being deployed); QA also
+records the hashes of that image's SBOM and model file, and production (or a
+rollback) refuses an image whose hashes differ, before deploying anything.
 
 A release run names what it deploys: :func:`promote` with a version *and* the
 digest its QA job pushed deploys ``<name>@<digest>`` of exactly that version,
@@ -63,6 +64,8 @@ def release_qa(registry: ReleaseRegistry, target: DeployTarget, version: int, im
     Raises:
         ReleaseError: If the smoke test fails; alias ``qa`` is unchanged.
     """
+    if inspector is not None:
+        inspector.check_signed(image, registry.name, version)
     try:
         deployment = target.deploy("qa", version, image, smoke_for(version),
                                    keep_previous=False)
@@ -146,6 +149,7 @@ def _deploy_production(registry: ReleaseRegistry, target: DeployTarget,
         image = pinned_image(version, tags, digest)
         require_qa_record(version, tags)
     if inspector is not None:
+        inspector.check_signed(image, registry.name, version)
         check_evidence(version, tags, inspector.evidence(image), image)
     try:
         deployment = target.deploy("production", version, image, smoke_for(version),

@@ -12,7 +12,12 @@ straight from an image, without running it, and hashes them:
   version (``qa.sbom.sha256``, ``qa.model.sha256``: the served model file,
   the ONNX form when the bundle has one);
 - before production (or a rollback) deploys anything, the image about to run
-  is read again and must match that record (:func:`check_evidence`).
+  is read again and must match that record (:func:`check_evidence`);
+- before QA or production deploys an image, its bundle must verify against
+  the signing keys this repository trusts (not the ones the image carries)
+  and be the model version being deployed (:meth:`DockerInspector.check_signed`):
+  a registry writer who points a version's image tags at an image of their
+  own cannot get it deployed.
 
 In GitHub Actions the production job also verifies GitHub's signed build
 provenance and SBOM attestations of the pushed digest (``make
@@ -29,6 +34,7 @@ import logging
 import re
 import tarfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
 from ml_service.bundle import BundleMetadata
@@ -50,6 +56,10 @@ class ImageInspector(Protocol):
 
     def evidence(self, image: str) -> dict[str, str]:
         """SHA-256 of the image's SBOM and model file, by :data:`KEYS`."""
+
+    def check_signed(self, image: str, name: str, version: int) -> None:
+        """Raise ReleaseError unless the image's bundle is ``name`` version ``version``,
+        signed by a key the repository trusts."""
 
 
 def record_qa(tags_setter: Any, version: int, evidence: Mapping[str, str]) -> None:
@@ -137,10 +147,13 @@ class DockerInspector:
     """Reads files out of an image on a Docker engine, without running it.
 
     Without a client, it connects to the engine (DOCKER_HOST) when first used.
+    ``trusted`` is the folder of the signing keys it trusts (default: the
+    repository's, ``infra/signing/trusted``).
     """
 
-    def __init__(self, client: Any = None):
+    def __init__(self, client: Any = None, trusted: Path | None = None):
         self._client = client
+        self.trusted = trusted
 
     @property
     def client(self) -> Any:
@@ -185,6 +198,51 @@ class DockerInspector:
                 return handle.read()
         finally:
             container.remove(force=True)
+
+    def check_signed(self, image: str, name: str, version: int) -> None:
+        """Verify the bundle in ``image`` against the trusted keys of the deployer.
+
+        The keys are the repository's (``MLOPS_SIGNING_TRUSTED`` or
+        ``infra/signing/trusted``), never the image's own copy; then the signed
+        metadata must name ``name`` version ``version``.
+
+        Raises:
+            ReleaseError: If the bundle is unsigned, signed by a key not trusted,
+                changed since signing, or another model or version.
+        """
+        import tempfile
+
+        from ml_service.signing import SignatureError, verify
+
+        what = f"the bundle in image {image[:70]}"
+        with tempfile.TemporaryDirectory() as tmp:
+            bundle = self._extract(image, MODEL_DIR, Path(tmp))
+            try:
+                verify(bundle, what, self.trusted)
+            except SignatureError as exc:
+                raise ReleaseError(f"{exc}; nothing was deployed") from None
+            metadata = BundleMetadata.read(bundle)
+        if (metadata.name, metadata.version) != (name, version):
+            raise ReleaseError(f"{what} is {metadata.name} version {metadata.version}, signed, "
+                               f"but not {name} version {version}: refusing to deploy it as "
+                               "that version; nothing was deployed")
+
+    def _extract(self, image: str, path: str, into: Path) -> Path:
+        """Copy the directory ``path`` out of ``image`` into ``into``; its copy's path."""
+        from docker.errors import NotFound
+
+        container = self.client.containers.create(self._local(image), command=["true"])
+        try:
+            try:
+                stream, _ = container.get_archive(path)
+            except NotFound:
+                raise ReleaseError(f"image {image[:70]} has no {path}: it is not a scoring "
+                                   "image of this project") from None
+            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+                archive.extractall(into, filter="data")  # no links out, no devices
+        finally:
+            container.remove(force=True)
+        return into / Path(path).name
 
     def sbom(self, image: str) -> bytes:
         """The image's CycloneDX SBOM (JSON bytes)."""

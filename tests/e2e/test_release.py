@@ -179,6 +179,17 @@ def test_release_promote_replace_fail_safely_and_roll_back(env, tmp_path, docker
     assert "alias 'production' unchanged" in result.stderr
     assert alias(env, "production") == 2
     assert served_version(env["MLOPS_PRODUCTION_PORT"]) == 2
+    # An image its maker signed and trusts, recorded as v3's with matching QA hashes:
+    # the repository's keys do not vouch for it, so nothing is deployed.
+    foreign = _broken_image(docker_client, env, image_v1, foreign=True)
+    client.set_model_version_tag(name, "3", "image.id", foreign)
+    for key, value in DockerInspector(docker_client).evidence(foreign).items():
+        client.set_model_version_tag(name, "3", f"qa.{key}", value)
+    result = make(env, "promote")
+    assert result.returncode != 0
+    assert "which the repository does not trust" in result.stderr
+    assert "nothing was deployed" in result.stderr
+    assert served_version(env["MLOPS_PRODUCTION_PORT"]) == 2
 
     # rollback on demand: back to v1
     out = ok(make(env, "rollback"))
@@ -200,13 +211,16 @@ def _read(client, image: str, path: str) -> bytes:
         return tar.extractfile(path.rsplit("/", 1)[1]).read()
 
 
-def _broken_image(client, env: dict, image_v1: str) -> str:
+def _broken_image(client, env: dict, image_v1: str, foreign: bool = False) -> str:
     """v2's image serving v1's model (its file and ONNX form) under metadata that claims v3.
 
     Signed with the trusted key, as if the pipeline had signed a wrong bundle:
     the service starts and serves it, and only a smoke test that compares
     predictions with the registry's model can tell. (Unsigned, the service
     would refuse to start: tests/integration/test_signed_models.py.)
+
+    ``foreign``: signed instead by a key of the image's maker, which the image
+    trusts (its /opt/trusted) and the repository does not.
     """
     import hashlib
     import tempfile
@@ -234,14 +248,22 @@ def _broken_image(client, env: dict, image_v1: str) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         for name, data in bundle.items():
             (Path(tmp) / name).write_bytes(data)
-        sign(Path(tmp))
+        if foreign:
+            from ml_service.signing import Signer, new_key_pair
+
+            private, public = new_key_pair()
+            Signer(private.decode(), None).sign(Path(tmp))
+        else:
+            sign(Path(tmp))
         bundle["model.sig"] = (Path(tmp) / "model.sig").read_bytes()
+    trust = "COPY maker.pub /opt/trusted/\n" if foreign else ""
     files = {
         "Dockerfile": (
-            f"FROM {image_v2}\nCOPY {' '.join(bundle)} /opt/model/\n"
+            f"FROM {image_v2}\nCOPY {' '.join(bundle)} /opt/model/\n{trust}"
             f"ENV MLOPS_MODEL_SHA256={digest}\n"
         ).encode(),
         **bundle,
+        **({"maker.pub": public} if foreign else {}),
     }
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as tar:
@@ -252,7 +274,8 @@ def _broken_image(client, env: dict, image_v1: str) -> str:
             tar.addfile(info, io.BytesIO(data))
     context.seek(0)
     image, _ = client.images.build(fileobj=context, custom_context=True, rm=True,
-                                   tag=f"{env['MLOPS_IMAGE_NAME']}:broken")
+                                   tag=f"{env['MLOPS_IMAGE_NAME']}:"
+                                       f"{'foreign' if foreign else 'broken'}")
     return image.id
 
 

@@ -227,8 +227,35 @@ class FakeInspector:
         self.images = {f"sha256:image{v}": {"sbom.sha256": f"sbom{v}", "model.sha256": f"m{v}"}
                        for v in (1, 2, 3)}
 
+        self.unsigned: set[str] = set()
+
     def evidence(self, image: str) -> dict[str, str]:
         return dict(self.images[image])
+
+    def check_signed(self, image: str, name: str, version: int) -> None:
+        if image in self.unsigned:
+            raise ReleaseError(f"the bundle in image {image} is not signed by a trusted key "
+                               f"as {name} version {version}; nothing was deployed")
+
+
+@pytest.mark.parametrize("stage", ["qa", "production"])
+def test_an_image_not_signed_as_its_version_is_never_deployed(registry, target, stage):
+    """A registry writer pointing a version at an image of their own gets nothing deployed."""
+    inspector = FakeInspector()
+    promotion.release_qa(registry, target, 1, "sha256:image1", smoke_failing(), inspector)
+    promotion.promote(registry, target, smoke_failing(), 1, inspector)
+    if stage == "production":  # passed QA, then the image behind its tags was swapped
+        promotion.release_qa(registry, target, 2, "sha256:image2", smoke_failing(), inspector)
+    deploys, aliases = list(target.deploys), dict(registry.aliases)
+    inspector.unsigned.add("sha256:image2")
+    with pytest.raises(ReleaseError, match="not signed by a trusted key"):
+        if stage == "qa":
+            promotion.release_qa(registry, target, 2, "sha256:image2", smoke_failing(),
+                                 inspector)
+        else:
+            promotion.promote(registry, target, smoke_failing(), 2, inspector)
+    assert target.deploys == deploys and registry.aliases == aliases
+    assert registry.aliases["production"] == 1
 
 
 def test_qa_records_the_sbom_and_model_hashes_of_the_image_it_passed(registry, target):
