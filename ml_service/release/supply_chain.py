@@ -239,7 +239,7 @@ class DockerInspector:
                 raise ReleaseError(f"image {image[:70]} has no {path}: it is not a scoring "
                                    "image of this project") from None
             with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
-                archive.extractall(into, filter="data")  # no links out, no devices
+                archive.extractall(into, members=_plain_members(archive, image, path))
         finally:
             container.remove(force=True)
         return into / Path(path).name
@@ -270,6 +270,27 @@ class DockerInspector:
                 raise ReleaseError(f"image {image[:70]}'s {name} does not match its own "
                                    f"metadata ({served[:12]} != {str(expected)[:12]})")
         return {"sbom.sha256": sha256(self.sbom(image)), "model.sha256": served}
+
+
+def _plain_members(archive: tarfile.TarFile, image: str, path: str) -> list[tarfile.TarInfo]:
+    """The archive's members if all are plain files and folders inside it (no links,
+    devices, absolute paths or ``..``), their modes without set-id bits.
+
+    (tarfile's ``filter="data"`` does this from Python 3.11.4; runners may have
+    an older 3.11.)
+
+    Raises:
+        ReleaseError: Naming the first member that is not.
+    """
+    members = archive.getmembers()
+    for member in members:
+        parts = Path(member.name).parts
+        if not (member.isfile() or member.isdir()) or member.name.startswith("/") or (
+                ".." in parts):
+            raise ReleaseError(f"{path} in image {image[:70]} holds {member.name!r}, which is "
+                               "not a plain file or folder: refusing it")
+        member.mode &= 0o755
+    return members
 
 
 CYCLONEDX_PREDICATE = "https://cyclonedx.org/bom"

@@ -62,3 +62,57 @@ def test_pinned_image_refuses_a_digest_the_registry_did_not_record(tags, message
 def test_pinned_image_refuses_a_malformed_digest():
     with pytest.raises(UsageError, match="sha256: followed by 64 lowercase hex digits"):
         pinned_image(1, {"image.ref": REF}, DIGEST.upper())
+
+
+def _archive(*members: tuple[str, str]) -> bytes:
+    """A tar of ``(name, kind)`` members: ``file``, ``dir``, ``symlink`` or ``device``."""
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, kind in members:
+            info = tarfile.TarInfo(name)
+            info.type = {"file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE,
+                         "symlink": tarfile.SYMTYPE, "device": tarfile.CHRTYPE}[kind]
+            info.mode = 0o6755 if kind == "file" else 0o755
+            if kind == "symlink":
+                info.linkname = "/etc/passwd"
+            tar.addfile(info, io.BytesIO(b"") if kind == "file" else None)
+    return buffer.getvalue()
+
+
+class ArchiveImages:
+    """A Docker client whose containers' get_archive returns a fixed tar."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+        self.images = self
+        self.containers = self
+
+    def get(self, image):
+        return image
+
+    def create(self, image, command):
+        return self
+
+    def get_archive(self, path):
+        return [self.data], {}
+
+    def remove(self, force=False):
+        pass
+
+
+def test_a_bundle_is_copied_out_of_an_image_as_plain_files_only(tmp_path):
+    from ml_service.release.supply_chain import DockerInspector
+
+    good = DockerInspector(ArchiveImages(_archive(("model", "dir"), ("model/a.json", "file"))))
+    copied = good._extract("sha256:img", "/opt/model", tmp_path)
+    assert copied == tmp_path / "model" and (copied / "a.json").is_file()
+    assert (copied / "a.json").stat().st_mode & 0o7777 == 0o755  # no set-id bits
+    for bad in (("model/link", "symlink"), ("model/../../escape", "file"),
+                ("/abs", "file"), ("model/tty", "device")):
+        inspector = DockerInspector(ArchiveImages(_archive(("model", "dir"), bad)))
+        with pytest.raises(ReleaseError, match="not a plain file or folder"):
+            inspector._extract("sha256:img", "/opt/model", tmp_path / "other")
+        assert not (tmp_path / "escape").exists()
