@@ -144,7 +144,7 @@ def test_without_keys_only_loopback_is_open(bundle, caplog):
     ("short-key", "too short"),
     (f"{OLD} {NEW}", "has characters other than"),  # a space inside one key
     (f'"{OLD}"', "has characters"),
-])
+], ids=["short", "space", "quoted"])  # ids of their own: the keys are random
 def test_bad_keys_stop_the_start_and_are_not_echoed(bundle, keys, message):
     with pytest.raises(ApiKeyError, match=message) as raised:
         create_app(Settings(bundle_dir=bundle, api_keys=keys), host="0.0.0.0")
