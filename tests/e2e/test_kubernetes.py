@@ -210,11 +210,13 @@ def test_promotion_on_a_cluster_rolls_out_undoes_failures_and_rolls_back(
     deployment = kubectl_json(env, "production", "get", "deployment", "scoring")
     assert deployment["status"]["readyReplicas"] == 2
 
-    # v3 whose pods never get ready (the image refuses its model): undone.
+    # v3 whose pods never get ready (the image refuses its model): undone. Its
+    # bundle is signed as v3 (else the promotion refuses it before deploying).
     ok(make(env, "pipeline", f"ARGS=--config {write_config(tmp_path, 'c.yaml', alpha=3.0)} "
                              "--force"))
-    image_v2 = client.get_model_version(name, "2").tags["image.id"]
-    never_ready = _push(docker_client, env, f"FROM {image_v2}\nENV MLOPS_MODEL_SHA256="
+    image_v1 = client.get_model_version(name, "1").tags["image.id"]
+    signed_v3 = _broken_image(docker_client, env, image_v1)
+    never_ready = _push(docker_client, env, f"FROM {signed_v3}\nENV MLOPS_MODEL_SHA256="
                         f"{'0' * 64}\n", "never-ready")
     client.set_model_version_tag(name, "3", "image.ref", never_ready)
     client.set_registered_model_alias(name, "qa", "3")
@@ -234,9 +236,7 @@ def test_promotion_on_a_cluster_rolls_out_undoes_failures_and_rolls_back(
         name, "2").tags["image.ref"]
 
     # v3 whose pods are ready but predict with another model: undone after the smoke test.
-    image_v1 = client.get_model_version(name, "1").tags["image.id"]
-    wrong = _push_id(docker_client, env, _broken_image(docker_client, env, image_v1),
-                     "wrong-predictions")
+    wrong = _push_id(docker_client, env, signed_v3, "wrong-predictions")
     client.set_model_version_tag(name, "3", "image.ref", wrong)
     _as_if_qa_passed(client, docker_client, name, 3, wrong)
     with Load() as load:
