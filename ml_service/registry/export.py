@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,15 +73,18 @@ def export_bundle(registry: Registry, version: int, directory: Path, spec: Model
             runtime["sha256"] = sha256_file(directory / ONNX_FILE)
         _copy_card(local, directory)
 
-    tags = info.tags
+    facts = _signed_facts(directory, what, {
+        "git_commit": info.tags.get("git_commit", "unknown"),
+        "dataset_digest": info.tags.get("dataset_digest", ""),
+        "run_id": info.run_id or "", "metrics": info.metrics})
     metadata = BundleMetadata(
         name=registry.name,
         version=int(version),
         sha256=sha256_file(directory / MODEL_FILE),
-        git_commit=tags.get("git_commit", "unknown"),
-        dataset_digest=tags.get("dataset_digest", ""),
-        run_id=info.run_id or "",
-        metrics=info.metrics,
+        git_commit=facts["git_commit"],
+        dataset_digest=facts["dataset_digest"],
+        run_id=facts["run_id"],
+        metrics=facts["metrics"],
         feature_names=spec.contract.feature_names,
         sklearn_version=flavor.get("sklearn_version", ""),
         contract=spec.contract.to_json(),
@@ -94,6 +99,38 @@ def export_bundle(registry: Registry, version: int, directory: Path, spec: Model
     logger.info("exported %s v%s to %s (served by %s)", registry.name, version, directory,
                 metadata.runtime_kind)
     return metadata
+
+
+def _signed_facts(directory: Path, what: str, recorded: dict[str, Any]) -> dict[str, Any]:
+    """What the bundle says of the version's training, from its signed model card.
+
+    The registry's tags and run metrics (``recorded``) can be rewritten by
+    anyone who can write the registry; the card was signed with the version.
+    Where both exist and differ, the card's value is used and the difference
+    logged; a version without a card (registered before cards) keeps the
+    registry's values.
+    """
+    from ml_service import model_card
+
+    path = directory / model_card.JSON_FILE
+    if not path.is_file():
+        return recorded
+    card = json.loads(path.read_text())
+    signed = {"git_commit": card.get("training", {}).get("git_commit"),
+              "run_id": card.get("training", {}).get("run_id"),
+              "dataset_digest": card.get("data", {}).get("digest"),
+              "metrics": card.get("evaluation", {}).get("metrics")}
+    facts = dict(recorded)
+    for key in recorded:
+        value = signed.get(key)
+        if value is None or value == "":
+            continue
+        if value != recorded[key]:
+            logger.warning("%s: the registry's %s (%s) is not the one its signed model card "
+                           "records (%s): the bundle takes the card's", what, key,
+                           str(recorded[key])[:60], str(value)[:60])
+        facts[key] = value
+    return facts
 
 
 def _copy_card(verified: Path, directory: Path) -> None:
@@ -165,7 +202,6 @@ def export_set(registry: Registry, version: int, directory: Path,
     Raises:
         MlopsError: If the version is not a set, or a file does not match its hash.
     """
-    import json
 
     from ml_service.bundle import SET_FILE, SET_INDEX_FILE
     from ml_service.many.bundle import ModelSet
@@ -188,12 +224,14 @@ def export_set(registry: Registry, version: int, directory: Path,
         set_metadata = json.loads((local / "metadata.json").read_text())
         _copy_card(local, directory)
     example_partition = dict(part.split("=", 1) for part in first_key.split("/") if part)
+    facts = _signed_facts(directory, what, {"git_commit": info.tags.get("git_commit", "unknown"),
+                                            "run_id": info.run_id or ""})
     metadata = BundleMetadata(
         name=registry.name,
         version=int(version),
         sha256=sha256_file(directory / SET_FILE),
-        git_commit=info.tags.get("git_commit", "unknown"),
-        run_id=info.run_id or "",
+        git_commit=facts["git_commit"],
+        run_id=facts["run_id"],
         metrics={k.removeprefix("worst."): float(v) for k, v in info.tags.items()
                  if k.startswith("worst.")},
         feature_names=spec.contract.feature_names,

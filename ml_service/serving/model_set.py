@@ -80,7 +80,9 @@ class ServedSet:
             data = self._archive.read(f"{key}.pkl")
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
             raise SetIntegrityError(f"the model of partition {key} does not match the index")
-        model = pickle.loads(data)  # noqa: S301 - archive and entry hash-checked above
+        # The bundle's signature was verified before this set was opened (load_bundle),
+        # and the index it signs names this entry's hash, checked above.
+        model = pickle.loads(data)  # noqa: S301 - signed bundle, entry hash-checked
         with self._lock:
             self.misses += 1
             self._cache[key] = model

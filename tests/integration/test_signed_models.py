@@ -215,3 +215,22 @@ def test_a_re_signed_swap_is_still_caught_by_the_hashes(onnx_bundle):
     sign(onnx_bundle)
     with pytest.raises(ModelIntegrityError, match="refusing to serve a model"):
         create_app(Settings(bundle_dir=onnx_bundle, model_sha256=pinned, scoring_log_dir=None))
+
+
+def test_a_bundle_takes_its_training_facts_from_the_signed_card_not_the_registry_tags(
+        cli, workdir, caplog):
+    """A registry writer rewriting git_commit or a metric cannot get it into a signed bundle."""
+    result, summary = cli.run()
+    assert result.exit_code == 0, result.output
+    settings = model_settings()
+    client = MlflowClient(settings.resolved_tracking_uri)
+    version = client.get_model_version(settings.model_name or "diabetes-ridge", "1")
+    true_commit = version.tags["git_commit"]
+    client.set_model_version_tag(version.name, "1", "git_commit", "f" * 40)
+    client.log_metric(version.run_id, "rmse", 1.0)  # a flattering rewrite of the run
+    exported = cli("bundle", "--out", str(workdir / "b"))
+    assert exported.exit_code == 0, exported.output
+    metadata = json.loads((workdir / "b" / METADATA_FILE).read_text())
+    assert metadata["git_commit"] == true_commit
+    assert metadata["metrics"]["rmse"] == pytest.approx(summary["candidate"]["rmse"])
+    assert "is not the one its signed model card records" in caplog.text
