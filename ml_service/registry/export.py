@@ -125,12 +125,24 @@ def _signed_facts(directory: Path, what: str, recorded: dict[str, Any]) -> dict[
         value = signed.get(key)
         if value is None or value == "":
             continue
-        if value != recorded[key]:
+        if not _same(value, recorded[key]):
             logger.warning("%s: the registry's %s (%s) is not the one its signed model card "
                            "records (%s): the bundle takes the card's", what, key,
                            str(recorded[key])[:60], str(value)[:60])
         facts[key] = value
     return facts
+
+
+def _same(signed: Any, recorded: Any) -> bool:
+    """Equal, numbers to the 6 significant digits the registry's metric tags keep."""
+    import math
+
+    if isinstance(signed, dict) and isinstance(recorded, dict):
+        return signed.keys() == recorded.keys() and all(
+            _same(signed[k], recorded[k]) for k in signed)
+    if isinstance(signed, (int, float)) and isinstance(recorded, (int, float)):
+        return math.isclose(signed, recorded, rel_tol=1e-5, abs_tol=1e-12)
+    return bool(signed == recorded)
 
 
 def _copy_card(verified: Path, directory: Path) -> None:
