@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -53,6 +54,11 @@ def from_keys(logged: pd.DataFrame, key_ids: Sequence[str]) -> pd.DataFrame:
     """
     if not key_ids:
         return logged
+    if not all(re.fullmatch(r"[0-9a-f]{12}", k) for k in key_ids):
+        # Not echoed: a key pasted by mistake must not reach a terminal or a CI log.
+        raise UsageError("--api-key takes key ids (12 lowercase hex digits, as the scoring "
+                         "log's api_key column and `mlops api-keys` show them), not keys; a "
+                         "value given is not an id (not shown)")
     if "api_key" not in logged.columns or logged["api_key"].isna().all():
         raise UsageError("the scoring log records no API key ids (written by a service "
                          "without keys, or before keys existed): --api-key cannot select rows")

@@ -178,8 +178,18 @@ class KeyRing:
 
 
 def loopback(host: str) -> bool:
-    """True for an address only this machine reaches (127.0.0.0/8, ::1, localhost)."""
-    return host == "localhost" or host.startswith("127.") or host == "::1"
+    """True for an address only this machine reaches (127.0.0.0/8, ::1, localhost).
+
+    A name other than ``localhost`` is not loopback, whatever it starts with.
+    """
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def describe(ids: Iterable[str]) -> str:

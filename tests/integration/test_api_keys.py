@@ -176,3 +176,11 @@ def test_key_ids_are_stable_and_short():
     assert len(key_id(OLD)) == 12 and key_id(OLD) == key_id(OLD)
     assert ring.identify("", OLD) == key_id(OLD)
     assert ring.identify(f"Bearer  {NEW} ", "") == key_id(NEW)
+
+
+@pytest.mark.parametrize("host, open_", [("127.0.0.1", True), ("127.8.9.10", True),
+                                         ("::1", True), ("localhost", True),
+                                         ("0.0.0.0", False), ("127.example.com", False),
+                                         ("10.0.0.1", False), ("::", False)])
+def test_only_loopback_addresses_count_as_loopback(host, open_):
+    assert auth.loopback(host) is open_

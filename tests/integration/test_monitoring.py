@@ -264,3 +264,6 @@ def test_collect_keeps_only_rows_of_the_named_api_keys(registered, workdir):
     assert result.exit_code == 2
     assert "no logged row was sent with API key id(s) 0123456789ab" in result.stderr
     assert key_id(trusted) in result.stderr and trusted not in result.stderr
+    result = registered(*args, "--api-key", trusted)  # the key itself, pasted by mistake
+    assert result.exit_code == 2 and "not keys" in result.stderr
+    assert trusted not in result.stderr and trusted not in result.stdout
