@@ -180,8 +180,10 @@ def bench_serving(work: Path, requests: int = 2000, capacity: int = 1000) -> dic
     version = registry.alias_version("champion") or 1
     bundle = work / "bundle"
     export_bundle(registry, version, bundle, spec)
-    app = create_app(Settings(bundle_dir=bundle, scoring_log_dir=None,
-                              model_cache_size=capacity))
+    # In-process and keyless (whatever MLOPS_API_KEYS this shell exports for the stages):
+    # the figures are the cache's, not the key check's.
+    app = create_app(Settings(bundle_dir=bundle, scoring_log_dir=None, api_keys=None,
+                              api_keys_file=None, model_cache_size=capacity), host="127.0.0.1")
     keys = list(json.loads((bundle / "index.json").read_text()))
     rows = [list(r) for r in spec.example]
 
