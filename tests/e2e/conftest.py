@@ -100,8 +100,28 @@ def env(tmp_path, build_dir, docker_client):
     yield values
     for container in docker_client.containers.list(all=True, filters={"name": name}):
         container.remove(force=True)
-    for image in docker_client.images.list():
-        if any(name in ref for ref in image.tags + image.attrs.get("RepoDigests", [])):
-            docker_client.images.remove(image.id, force=True)
+    remove_images(docker_client, [
+        image.id for image in docker_client.images.list()
+        if any(name in ref for ref in image.tags + image.attrs.get("RepoDigests", []))])
     for volume in docker_client.volumes.list(filters={"name": name}):
         volume.remove(force=True)
+
+
+def remove_images(client, ids: list[str]) -> None:
+    """Remove these images, children before parents (a test may build one FROM another:
+    the engine refuses to delete a parent first), in a few passes."""
+    from docker.errors import APIError, NotFound
+
+    for _ in range(5):
+        left = []
+        for image_id in ids:
+            try:
+                client.images.remove(image_id, force=True)
+            except NotFound:
+                pass
+            except APIError:  # 409: a child still uses it; the next pass retries
+                left.append(image_id)
+        if not left:
+            return
+        ids = left
+    raise AssertionError(f"images left behind: {ids}")
