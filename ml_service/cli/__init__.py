@@ -15,6 +15,7 @@ import typer
 from ml_service.cli import (
     actions,
     delivery,
+    keys,
     many,
     monitoring,
     release,
@@ -31,7 +32,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for part in (training, many, status, serving, release, delivery, monitoring, actions, signing):
+for part in (training, many, status, serving, release, keys, delivery, monitoring, actions,
+             signing):
     app.add_typer(part.app)
 
 

@@ -141,7 +141,10 @@ class ModelSet:
 
     def load(self, key: str) -> Any:
         """``key``'s fitted model."""
-        return pickle.loads(self.model_bytes(key))  # noqa: S301 - checked against the index
+        # Every caller opens a set from a directory verified against its signature first
+        # (registry.signed.download_verified, via download_set or export_set); the entry
+        # itself is checked against the signed index by model_bytes.
+        return pickle.loads(self.model_bytes(key))  # noqa: S301 - signed set, entry hash-checked
 
     def source_version(self, key: str) -> int:
         """The version whose training produced ``key``'s model (0 if unknown here)."""
