@@ -190,7 +190,7 @@ def run_bench(settings: Settings, spec: ModelSpec, registry: Registry, version: 
 
         mlflow_model = download_verified(registry, version, Path(tmp) / "m")
         what = f"{registry.name} version {version}"
-        load_skops(checked_model_file(mlflow_model, what)[1], what)
+        load_skops(checked_model_file(mlflow_model, what)[1], what, spec.trusted_types)
         ours = [sys.executable, "-m", "ml_service.serving"]
         ours_env = {"MLOPS_BUNDLE_DIR": str(bundle), "MLOPS_SERVE_HOST": "127.0.0.1",
                     "MLOPS_API_KEYS": BENCH_KEY}

@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,9 @@ class BundleMetadata:
     #: "sha256": ..., the check's figures}``, or ``{"kind": "sklearn", "reason": ...}``;
     #: empty (scikit-learn) for bundles made before compiled forms.
     runtime: dict[str, Any] = field(default_factory=dict)
+    #: Types beyond skops' defaults the model file may hold: the spec's
+    #: ``trusted_types``, recorded (and signed) with the bundle.
+    trusted_types: list[str] = field(default_factory=list)
 
     @property
     def runtime_kind(self) -> str:
@@ -155,8 +159,11 @@ def checked_model_file(local: Path, what: str) -> tuple[dict[str, Any], Path]:
     return flavor, path
 
 
-def load_skops(path: Path, what: str) -> Any:
-    """Load a skops file trusting only skops' default types.
+def load_skops(path: Path, what: str, trusted_types: Sequence[str] = ()) -> Any:
+    """Load a skops file trusting skops' default types and ``trusted_types`` only.
+
+    Args:
+        trusted_types: The spec's ``trusted_types`` (or the signed bundle's copy).
 
     Raises:
         MlopsError: If the file holds any other type (it is not loaded at all).
@@ -168,7 +175,8 @@ def load_skops(path: Path, what: str) -> Any:
     except Exception as exc:  # noqa: BLE001 - a damaged or foreign file
         raise MlopsError(f"{what} is not a readable skops file ({type(exc).__name__}: "
                          f"{exc})") from None
-    if untrusted:
-        raise MlopsError(f"{what} contains types skops does not trust by default "
-                         f"({', '.join(sorted(untrusted)[:5])}): refusing to load it")
-    return skops.io.load(path, trusted=[])
+    foreign = sorted(set(untrusted) - set(trusted_types))
+    if foreign:
+        raise MlopsError(f"{what} contains types neither skops' defaults nor the spec's "
+                         f"trusted_types allow ({', '.join(foreign[:5])}): refusing to load it")
+    return skops.io.load(path, trusted=sorted(untrusted))

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ml_service.contract import DataContract
 from ml_service.errors import UsageError
 from ml_service.spec import OUTPUTS, ModelSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -39,13 +42,17 @@ class SpecError(UsageError):
         self.problems = problems
 
 
-def check_spec(spec: ModelSpec, fit: bool = True) -> list[str]:
+def check_spec(spec: ModelSpec, fit: bool = True,
+               data: Callable[[], pd.DataFrame] | None = None) -> list[str]:
     """Check ``spec`` against everything the machinery relies on.
 
     Args:
         spec: The spec to check.
-        fit: Also fit the estimator on the spec's own example dataset (when
-            it has one) and score it with every metric.
+        fit: Also fit the estimator on the spec's own example dataset (or
+            ``data``), score it with every metric, and check that skops can
+            save and load it with the types the spec trusts.
+        data: The dataset to fit on when the spec has no ``reference_data``
+            (``mlops check`` passes the configured data file when it exists).
 
     Returns:
         The names of the checks that ran (all passed).
@@ -62,9 +69,12 @@ def check_spec(spec: ModelSpec, fit: bool = True) -> list[str]:
         ("example payload", _check_example),
         ("output and prediction range", _check_output),
         ("slice and partition columns", _check_columns),
+        ("trusted types", _check_trusted_types),
     ]
-    if fit and spec.reference_data is not None:
-        checks.append(("fit and score the example dataset", _check_fit))
+    source = spec.reference_data or data
+    if fit and source is not None:
+        checks.append(("fit, score and save the example dataset",
+                       lambda s: _check_fit(s, source)))
     problems: list[str] = []
     for name, check in checks:
         try:
@@ -182,11 +192,41 @@ def _check_columns(spec: ModelSpec) -> None:
                          "the model, it is not one of its inputs")
 
 
-def _check_fit(spec: ModelSpec) -> None:
+#: Modules whose types can run code or reach the system when constructed: a
+#: model never needs them, and trusting one would make skops loading unsafe.
+_NEVER_TRUSTED = ("builtins", "__builtin__", "os", "posix", "nt", "sys", "subprocess", "shutil",
+                  "pickle", "_pickle", "marshal", "importlib", "runpy", "code", "codeop",
+                  "types", "functools", "operator", "ctypes", "io", "socket", "pathlib",
+                  "webbrowser", "pty", "joblib", "cloudpickle", "dill")
+
+
+def _check_trusted_types(spec: ModelSpec) -> None:
+    types = list(spec.trusted_types)
+    _require(all(isinstance(t, str) for t in types), "trusted_types must be strings")
+    malformed = [t for t in types if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+", t)]
+    _require(not malformed, f"trusted_types {malformed} are not dotted type names such as "
+                            "sklearn.tree._tree.Tree")
+    unsafe = [t for t in types if t.split(".")[0] in _NEVER_TRUSTED]
+    _require(not unsafe, f"trusted_types {unsafe} come from modules that can run code or reach "
+                         "the system: a model never needs them, so they are never trusted")
+
+
+def _check_saved(spec: ModelSpec, model: Any) -> None:
+    """skops saves ``model`` and finds no type that neither it nor the spec trusts."""
+    import skops.io
+
+    needed = set(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
+    missing = sorted(needed - set(spec.trusted_types))
+    _require(not missing, f"the fitted model holds types skops does not trust by default: "
+                          f"{missing}. Add them to the spec's trusted_types (ModelSpec("
+                          f"trusted_types=({', '.join(repr(t) for t in missing)},))) after "
+                          "reviewing them: loading the model may construct each of them")
+
+
+def _check_fit(spec: ModelSpec, source: Callable[[], pd.DataFrame]) -> None:
     from ml_service.training.validation import validate_frame
 
-    assert spec.reference_data is not None
-    frame = spec.reference_data()
+    frame = source()
     if spec.partition_keys:
         # A set: one partition of the example dataset must train like a single model.
         missing = [k for k in spec.partition_keys if k not in frame.columns]
@@ -204,3 +244,5 @@ def _check_fit(spec: ModelSpec) -> None:
     scores = spec.score(frame[contract.target.name].to_numpy(), predicted)
     bad = [name for name, value in scores.items() if not np.isfinite(value)]
     _require(not bad, f"metrics {bad} are not finite numbers on the example dataset")
+    if not spec.partition_keys:  # a set's partition models are kept in its signed archive
+        _check_saved(spec, model)

@@ -118,6 +118,12 @@ class ModelSpec:
             than the champion on one of them.
         limitations: Known limits, for the model card.
         partition_keys: For many-models specs: the columns naming a partition.
+        trusted_types: Types beyond skops' defaults that the fitted model holds
+            and that loading it may construct, e.g.
+            ``sklearn.tree._tree.Tree`` for a random forest. Reviewed like code
+            (each is a class skops will build from the file); registration,
+            the gate, bundle, serving and drift trust the defaults plus exactly
+            these. ``mlops check`` lists what a fitted model needs.
         package: The model's import package; set by :func:`load_spec` from the
             entry point. Its source files are part of the training cache key.
     """
@@ -137,6 +143,7 @@ class ModelSpec:
     slices: tuple[Slice, ...] = ()
     limitations: tuple[str, ...] = ()
     partition_keys: tuple[str, ...] = ()
+    trusted_types: tuple[str, ...] = ()
     package: str = ""
 
     @property

@@ -16,16 +16,28 @@ DATA = REPO / "data" / "diabetes.csv"
 DEFAULT_CONFIG = REPO / "src" / "diabetes_regression" / "config.yaml"
 
 
-def pytest_configure(config):
-    """One signing key for the whole test session, and it alone trusted.
+#: The MLOPS_* variables the tests take from the caller: how to reach the
+#: engines they need. Any other (MLOPS_MODEL, MLOPS_MODEL_NAME, a developer's
+#: MLOPS_API_KEYS, ...) is dropped so that the tests run the same in any shell.
+CALLERS_SETTINGS = {"MLOPS_BASE_IMAGE", "MLOPS_CACHE_HOME", "MLOPS_RUN_WORKFLOWS"}
+#: Set by pytest_configure for the whole session (and inherited by xdist workers).
+SESSION_SETTINGS = {"MLOPS_TEST_SIGNING_ROOT", "MLOPS_SIGNING_KEY_FILE", "MLOPS_SIGNING_TRUSTED"}
 
-    Every registration signs with it and every loader verifies against it; the
-    repository's own trusted keys and a developer's key stay out of the tests.
+
+def pytest_configure(config):
+    """The caller's settings kept out; one signing key for the session, and it alone trusted.
+
+    Every registration signs with the session's key and every loader verifies
+    against it; the repository's own trusted keys and a developer's key stay
+    out of the tests.
     """
     import tempfile
 
     from ml_service import signing
 
+    for name in list(os.environ):
+        if name.startswith("MLOPS_") and name not in CALLERS_SETTINGS | SESSION_SETTINGS:
+            del os.environ[name]
     if os.environ.get("MLOPS_TEST_SIGNING_ROOT"):  # set once: xdist workers inherit it
         return
     root = Path(tempfile.mkdtemp(prefix="mlops-test-signing-"))
@@ -192,15 +204,18 @@ def team_server(tmp_path_factory):
 
 
 CANCER_PACKAGE = REPO / "tests" / "models" / "cancer_classifier"
+TREE_PACKAGE = REPO / "tests" / "models" / "tree_models"
 
 
 @pytest.fixture(scope="session")
 def second_model(tmp_path_factory) -> Path:
-    """The test classifier package, installed into a directory of its own.
+    """The test model packages, installed into a directory of their own.
 
-    A real install (uv builds its wheel and writes its entry point), but kept
-    out of the project's environment: only tests that put the directory on
-    their path (and set MLOPS_MODEL=cancer) see a second model.
+    The cancer classifier (entry point ``cancer``) and the tree ensembles
+    (``cancer-hgb``, ``diabetes-forest``). A real install (uv builds their
+    wheels and writes their entry points), but kept out of the project's
+    environment: only tests that put the directory on their path (and set
+    MLOPS_MODEL) see these models.
     """
     import subprocess
     import sys
@@ -208,7 +223,8 @@ def second_model(tmp_path_factory) -> Path:
     target = tmp_path_factory.mktemp("second-model")
     uv = Path(sys.executable).parent / "uv"
     subprocess.run([str(uv), "pip", "install", "--quiet", "--no-deps", "--python",
-                    sys.executable, "--target", str(target), str(CANCER_PACKAGE)],
+                    sys.executable, "--target", str(target), str(CANCER_PACKAGE),
+                    str(TREE_PACKAGE)],
                    check=True, capture_output=True, timeout=300)
     return target
 

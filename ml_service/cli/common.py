@@ -147,7 +147,7 @@ def connected() -> tuple[Settings, ModelSpec, Registry]:
     from ml_service.registry import connect
 
     resolved, spec = model()
-    return resolved, spec, connect(resolved)
+    return resolved, spec, connect(resolved, spec.trusted_types)
 
 
 def chosen_version(registry: Registry, version: int | None, alias: str = "champion") -> int:

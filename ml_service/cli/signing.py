@@ -17,9 +17,9 @@ app = typer.Typer()
 def recheck_unsigned(registry: Any, version: int, directory: Path) -> tuple[str, Path, Path]:
     """The checks loaders made before signatures, on a download of ``version``.
 
-    A model: skops only, default-trusted types (nothing from the registry
-    decides what may be loaded); the model card against the hash recorded at
-    registration. Returns (what was checked, the model folder, the card
+    A model: skops only, skops' default types and the spec's trusted_types
+    (nothing from the registry decides what may be loaded); the model card
+    against the hash recorded at registration. Returns (what was checked, the model folder, the card
     folder): exactly these files are then signed.
 
     Raises:
@@ -42,7 +42,7 @@ def recheck_unsigned(registry: Any, version: int, directory: Path) -> tuple[str,
     flavor, model_file = checked_model_file(local, what)
     if flavor.get("serialization_format") != "skops":
         raise MlopsError(f"{what} is not a skops model")
-    load_skops(model_file, what)
+    load_skops(model_file, what, registry.trusted_types)
     card_dir = directory / "card"
     card_dir.mkdir()
     card = export_card(info.run_id, info.tags.get("model_card.sha256"), card_dir, what)

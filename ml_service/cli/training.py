@@ -182,7 +182,15 @@ def check() -> None:
     """Check the model's spec: contract, factory, metrics, config, example (exit 2 if not)."""
     from ml_service.conformance import check_spec
 
-    _, spec = model()
-    passed = check_spec(spec)
+    import functools
+
+    from ml_service.training.data import load_data
+
+    settings, spec = model()
+    # A spec without an example dataset is fitted on the configured data file, if any.
+    data = (functools.partial(load_data, settings.data_file)
+            if spec.reference_data is None and not spec.partition_keys
+            and settings.data_file.is_file() else None)
+    passed = check_spec(spec, data=data)
     out.print(f"[green]✓[/] model spec '{spec.name}' ({spec.package}): "
               f"{len(passed)} checks passed ({', '.join(passed)})")

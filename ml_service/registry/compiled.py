@@ -71,7 +71,8 @@ def compile_model(model: Any, output: str, rows: np.ndarray,
         payload = converted.SerializeToString()
         got = OnnxPredictor(payload, output).predict_output(rows)
     except Exception as exc:  # noqa: BLE001 - skl2onnx raises many kinds for unsupported models
-        reason = f"skl2onnx cannot convert it ({type(exc).__name__}: {str(exc)[:300]})"
+        first = (str(exc).strip().splitlines() or [""])[0]
+        reason = f"skl2onnx cannot convert it ({type(exc).__name__}: {first[:200]})"
         logger.warning("the model is served by scikit-learn: %s", reason)
         return None, {"kind": "sklearn", "reason": reason}
     import warnings

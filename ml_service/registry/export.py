@@ -60,7 +60,8 @@ def export_bundle(registry: Registry, version: int, directory: Path, spec: Model
     with tempfile.TemporaryDirectory() as tmp:
         local = download_verified(registry, version, Path(tmp))
         flavor, model_file = checked_model_file(local, what)
-        model = load_skops(model_file, what)  # a bundle the service would refuse is no bundle
+        # a bundle the service would refuse is no bundle
+        model = load_skops(model_file, what, spec.trusted_types)
         rows, rows_from = check or (np.asarray(spec.example, dtype=float),
                                     "the spec's example rows")
         onnx, runtime = compile_model(model, spec.output, rows, rows_from)
@@ -92,6 +93,7 @@ def export_bundle(registry: Registry, version: int, directory: Path, spec: Model
         prediction_range=list(spec.prediction_range),
         example=[list(row) for row in spec.example],
         runtime=runtime,
+        trusted_types=list(spec.trusted_types),
     )
     metadata.write(directory)
     _mark(directory)

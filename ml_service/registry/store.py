@@ -7,6 +7,7 @@ difference is where ``Settings`` points the URIs.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,11 +42,13 @@ class Registry:
     Build it with :func:`connect`, which checks that the store answers.
     """
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, trusted_types: Sequence[str] = ()):
         from mlflow import MlflowClient
 
         self.settings = settings
         self.name = settings.model_name
+        #: The spec's ``trusted_types``: what :meth:`load_model` trusts beyond skops' defaults.
+        self.trusted_types = tuple(trusted_types)
         self.client = MlflowClient(
             tracking_uri=settings.resolved_tracking_uri,
             registry_uri=settings.resolved_tracking_uri,
@@ -105,7 +108,7 @@ class Registry:
         with tempfile.TemporaryDirectory() as tmp:
             local = download_verified(self, version, Path(tmp))
             _, model_file = checked_model_file(local, what)
-            return load_skops(model_file, what)
+            return load_skops(model_file, what, self.trusted_types)
 
     def sample_partition(self, version: int) -> tuple[dict[str, Any], Any]:
         """For a many-models set: its first partition's key values and (checked) model."""
@@ -251,8 +254,10 @@ class Registry:
         self.client.set_registered_model_tag(self.name, key, value)
 
 
-def connect(settings: Settings) -> Registry:
+def connect(settings: Settings, trusted_types: Sequence[str] = ()) -> Registry:
     """Point MLflow at the configured store and check that it answers.
+
+    ``trusted_types`` are the spec's (see :attr:`ml_service.spec.ModelSpec.trusted_types`).
 
     Raises:
         TrackingError: If a tracking server is unreachable or the store is unusable,
@@ -268,7 +273,7 @@ def connect(settings: Settings) -> Registry:
         _check_server(uri, settings.server_timeout, shown)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    registry = Registry(settings)
+    registry = Registry(settings, trusted_types)
     try:
         registry.experiment_id()
     except Exception as exc:  # any backend failure means the store is unusable

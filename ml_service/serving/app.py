@@ -38,7 +38,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ml_service import signing
-from ml_service.bundle import MODEL_FILE, ONNX_FILE, BundleMetadata, sha256_file
+from ml_service.bundle import MODEL_FILE, ONNX_FILE, BundleMetadata, load_skops, sha256_file
 from ml_service.serving.auth import metrics_keys, score_keys
 from ml_service.serving.metrics import MetricsMiddleware, ServiceMetrics
 from ml_service.serving.onnx_model import OnnxPredictor
@@ -109,13 +109,15 @@ def load_bundle(directory: Path, expected_sha256: str | None = None,
                 "refusing to serve a compiled model that is not the one checked at bundle time")
         return OnnxPredictor(onnx.read_bytes(), metadata.output), metadata
     try:
-        import skops.io
+        import skops.io  # noqa: F401 - here only to say what is missing
     except ImportError:
         raise RuntimeError("this environment has no scikit-learn and skops (an image for ONNX "
                            "bundles), and this bundle must be run by scikit-learn: "
                            f"{metadata.runtime.get('reason', 'made before compiled forms')}"
                            ) from None
-    model = skops.io.load(directory / MODEL_FILE, trusted=[])
+    # skops' default types and the spec's trusted_types, as signed with the bundle.
+    model = load_skops(directory / MODEL_FILE, f"the model of the bundle in {directory}",
+                       metadata.trusted_types)
     return model, metadata
 
 

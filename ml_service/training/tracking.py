@@ -106,6 +106,8 @@ def log_and_register(registry: Registry, spec: ModelSpec, config: PipelineConfig
                 signature=model_signature(contract),
                 input_example=features.head(3).astype(float),
                 pip_requirements=_pip_requirements(),
+                # Beyond skops' defaults: exactly the spec's reviewed list.
+                skops_trusted_types=list(spec.trusted_types) or None,
             )
         mlflow.log_artifacts(str(local / "model"), artifact_path="model")
         tags = {

@@ -14,7 +14,7 @@ def test_the_spec_is_registered_as_the_diabetes_entry_point():
 
 def test_the_spec_passes_every_conformance_check():
     passed = check_spec(SPEC)
-    assert "fit and score the example dataset" in passed and len(passed) == 9
+    assert "fit, score and save the example dataset" in passed and len(passed) == 10
 
 
 def test_the_example_rows_are_the_first_patients_of_the_dataset(diabetes):

@@ -22,7 +22,7 @@ def problems(spec) -> list[str]:
 
 
 def test_the_example_spec_passes():
-    assert len(check_spec(SPEC)) == 9
+    assert len(check_spec(SPEC)) == 10
 
 
 def test_a_factory_returning_a_fitted_estimator_is_caught(diabetes):
@@ -80,7 +80,7 @@ def test_the_fit_check_runs_the_estimator_on_the_example_dataset():
     with pytest.raises(SpecError) as failed:
         check_spec(broken)
     assert failed.value.problems == [
-        "fit and score the example dataset: Input contains NaN."]
+        "fit, score and save the example dataset: Input contains NaN."]
 
 
 class _NaNModel(BaseEstimator):

@@ -1,0 +1,1 @@
+"""Tree-ensemble test models (see pyproject.toml)."""
