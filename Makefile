@@ -286,8 +286,8 @@ keepalive: ## Re-enable the scheduled workflows so their schedules survive 60 id
 	done
 
 .PHONY: drift
-drift: install ## Compare the scoring log (MLOPS_SCORING_LOG_URI or _DIR) with the training data; exit 4 on drift
-	$(BIN)/mlops drift $(if $(SUMMARY_OUT),--markdown "$(SUMMARY_OUT)") \
+drift: install ## Compare the scoring log (MLOPS_SCORING_LOG_URI or _DIR, or STAGE=qa|production's) with the training data; exit 4 on drift
+	$(BIN)/mlops drift $(if $(SUMMARY_OUT),--markdown "$(SUMMARY_OUT)") $(if $(STAGE),--stage $(STAGE)) \
 		$(if $(OUTPUTS_OUT),--outputs "$(OUTPUTS_OUT)") $(ARGS)
 
 .PHONY: collect

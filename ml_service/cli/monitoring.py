@@ -36,6 +36,9 @@ KeysOption = Annotated[
 @guarded
 def drift(
     logs: LogsOption = None,
+    stage: Annotated[Optional[str], typer.Option(
+        "--stage", help="qa or production: the stage's scoring log (its Docker volume; on "
+        "Kubernetes, where it is shipped: MLOPS_SCORING_LOG_URI).")] = None,
     api_key: KeysOption = None,
     config: ConfigOption = None,
     version: VersionOption = None,
@@ -57,8 +60,11 @@ def drift(
     ] = False,
 ) -> None:
     """Compare logged requests and predictions with the training data (exit 4 on drift)."""
+    import tempfile
+
     from ml_service.errors import DriftDetected
     from ml_service.github import notice
+    from ml_service.monitoring.logs import stage_logs
     from ml_service.monitoring import drift as dr
     from ml_service.monitoring.logs import from_keys, logs_location, read_scoring_log
     from ml_service.training.config import load_config
@@ -66,7 +72,9 @@ def drift(
 
     settings, spec = model()
     rules = load_config(config or settings.config_file, spec).monitoring
-    location = logs_location(settings, logs)
+    scratch = tempfile.TemporaryDirectory()
+    location = (stage_logs(settings, stage, logs, Path(scratch.name)) if stage
+                else logs_location(settings, logs))
     if location is None and missing_ok:
         text = ("no scoring-log location is configured (MLOPS_SCORING_LOG_URI; in Actions "
                 "the repository variable SCORING_LOG_URI): nothing to check for drift")
@@ -119,12 +127,16 @@ def drift(
 @guarded
 def collect(
     outcomes: Annotated[Path, typer.Option(
-        "--outcomes", help="CSV of ground truth: request_id, row (optional), target.")],
+        "--outcomes", help="CSV of ground truth: request_id, row (optional), and the target "
+        "named as in the data contract (or --target-column).")],
     output: Annotated[Path, typer.Option(
         "--out", help="Where to write the new dataset: a CSV file, or for a many-models set "
         "a partitioned Parquet directory (replaced when complete).")],
     logs: LogsOption = None,
     api_key: KeysOption = None,
+    target_column: Annotated[Optional[str], typer.Option(
+        "--target-column", help="The outcomes' column holding the target [default: the "
+        "contract's target name].")] = None,
     base: Annotated[Optional[Path], typer.Option(
         "--base", help="Existing dataset to extend (e.g. the current training data; a "
         "partitioned directory for a set).")] = None,
@@ -138,7 +150,7 @@ def collect(
     keys = spec.partition_keys
     everything = read_scoring_log(logs_location(settings, logs))
     logged = from_keys(everything, api_key or [])
-    truth = read_outcomes(outcomes, spec.contract)
+    truth = read_outcomes(outcomes, spec.contract, target_column)
     if keys:
         from ml_service.many.dataset import partition_keys_of, read_dataset, write_dataset
 

@@ -122,6 +122,7 @@ def card(
     json_out: Annotated[Optional[Path], typer.Option(help="Write the card's JSON here.")] = None,
 ) -> None:
     """Print the model card of a version (default: the one with alias 'qa', else champion)."""
+    import sys
     import tempfile
 
     from ml_service import model_card
@@ -129,8 +130,13 @@ def card(
     from ml_service.registry.signed import download_verified
 
     _, _, registry = connected()
-    chosen = version or registry.alias_version("qa") or chosen_version(registry, None)
+    qa = registry.alias_version("qa")
+    chosen = version or qa or chosen_version(registry, None)
     what = f"{registry.name} version {chosen}"
+    if version is None:  # say which card this is, and why that one
+        print(f"the model card of {what}: " + (
+            "the version with alias 'qa'" if qa else
+            "no version has passed QA yet (alias 'qa'), so the champion's"), file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         signed = download_verified(registry, chosen, Path(tmp))  # the card is signed with it
         if not (signed / model_card.JSON_FILE).is_file():

@@ -25,8 +25,13 @@ class Collected:
     expectations: int
 
 
-def read_outcomes(path: Path, contract: DataContract) -> pd.DataFrame:
+def read_outcomes(path: Path, contract: DataContract,
+                  target_column: str | None = None) -> pd.DataFrame:
     """The outcomes CSV: ``request_id``, optionally ``row``, and the target column.
+
+    Args:
+        target_column: The outcomes' column holding the target, when it is not
+            named as the contract's target (``--target-column``).
 
     Raises:
         UsageError: If the file is missing or lacks a required column.
@@ -35,9 +40,20 @@ def read_outcomes(path: Path, contract: DataContract) -> pd.DataFrame:
         truth = pd.read_csv(path)
     except FileNotFoundError:
         raise UsageError(f"outcomes file not found: {path}") from None
-    missing = {"request_id", contract.target.name} - set(truth.columns)
+    target = contract.target.name
+    if target_column and target_column != target:
+        if target_column not in truth.columns:
+            raise UsageError(f"{path} has no column {target_column!r} (--target-column); it "
+                             f"has {sorted(truth.columns)}")
+        if target in truth.columns:
+            raise UsageError(f"{path} has both {target!r} (the contract's target) and "
+                             f"{target_column!r}: say which holds the outcome")
+        truth = truth.rename(columns={target_column: target})
+    missing = {"request_id", target} - set(truth.columns)
     if missing:
-        raise UsageError(f"{path} lacks column(s) {sorted(missing)}")
+        hint = (f" (the target column is named as in the data contract, {target!r}; "
+                "--target-column maps another name to it)" if target in missing else "")
+        raise UsageError(f"{path} lacks column(s) {sorted(missing)}{hint}")
     return truth
 
 

@@ -68,3 +68,28 @@ def from_keys(logged: pd.DataFrame, key_ids: Sequence[str]) -> pd.DataFrame:
         raise UsageError(f"no logged row was sent with API key id(s) {', '.join(key_ids)}; "
                          f"the log holds rows of {', '.join(found[:10])}")
     return kept
+
+
+def stage_logs(settings: Settings, stage: str, given: str | None, scratch: Path) -> str:
+    """Where a deployed stage's scoring log can be read (``drift --stage``).
+
+    On Docker: a copy of the stage container's log volume, made in ``scratch``.
+    On Kubernetes the pods' logs are shipped: ``MLOPS_SCORING_LOG_URI``.
+
+    Raises:
+        UsageError: For an unknown stage, with ``--logs`` too, or on Kubernetes
+            without a shipping URI.
+    """
+    if stage not in ("qa", "production"):
+        raise UsageError(f"--stage must be qa or production, not {stage!r}")
+    if given:
+        raise UsageError("--stage and --logs both say where the log is: give one")
+    if settings.deploy_target == "kubernetes":
+        if not settings.scoring_log_uri:
+            raise UsageError(f"on Kubernetes the {stage} pods' scoring log is read where they "
+                             "ship it: set MLOPS_SCORING_LOG_URI (and in the overlay) to that "
+                             "storage")
+        return settings.scoring_log_uri
+    from ml_service.release.docker_target import DockerTarget
+
+    return str(DockerTarget(settings).copy_scoring_log(stage, scratch))

@@ -13,6 +13,7 @@ import tarfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from ml_service.errors import UsageError
@@ -22,6 +23,8 @@ from ml_service.release.smoke import wait_healthy
 from ml_service.settings import Settings
 
 STAGE_LABEL = "io.github.mlops-template.stage"
+#: Where a stage container writes its scoring log (a volume per stage).
+LOG_DIR = "/var/log/scoring"
 VERSION_LABEL = "io.github.mlops-template.model.version"
 
 
@@ -189,6 +192,33 @@ class DockerTarget:
             if not box.put_archive(stage_keys.MOUNT, archive.getvalue()):
                 raise ReleaseError(f"could not write the {stage} keys volume")
 
+    def copy_scoring_log(self, stage: str, into: Path) -> Path:
+        """Copy the stage's scoring log (its volume) into ``into``; the copy's folder.
+
+        Raises:
+            ReleaseError: If nothing is deployed to ``stage`` on this engine.
+        """
+        from docker.errors import NotFound
+
+        from ml_service.release.supply_chain import plain_members
+
+        volume = f"{self.container_name(stage)}-scoring-log"
+        box = self.client.containers.create(
+            self.stage_image(stage), command=["true"], network_disabled=True,
+            volumes={volume: {"bind": LOG_DIR, "mode": "ro"}})
+        try:
+            try:
+                stream, _ = box.get_archive(LOG_DIR)
+            except NotFound:
+                raise ReleaseError(f"the {stage} container has no scoring log at {LOG_DIR}"
+                                   ) from None
+            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+                files = plain_members(archive, f"volume {volume}", LOG_DIR)
+                archive.extractall(into, members=files)
+        finally:
+            box.remove(force=True)
+        return into / Path(LOG_DIR).name
+
     def _keys_volume(self, stage: str) -> str:
         return f"{self.container_name(stage)}-api-keys"
 
@@ -312,7 +342,7 @@ class DockerTarget:
             tmpfs={"/tmp": "size=16m"},
             # One scoring-log volume per stage, kept across deployments; its keys, read-only.
             volumes={f"{self.container_name(stage)}-scoring-log": {
-                "bind": "/var/log/scoring", "mode": "rw"},
+                "bind": LOG_DIR, "mode": "rw"},
                 self._keys_volume(keys_of or stage): {"bind": stage_keys.MOUNT, "mode": "ro"}},
         )
 

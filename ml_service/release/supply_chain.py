@@ -239,7 +239,8 @@ class DockerInspector:
                 raise ReleaseError(f"image {image[:70]} has no {path}: it is not a scoring "
                                    "image of this project") from None
             with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
-                archive.extractall(into, members=_plain_members(archive, image, path))
+                files = plain_members(archive, f"image {image[:70]}", path)
+                archive.extractall(into, members=files)
         finally:
             container.remove(force=True)
         return into / Path(path).name
@@ -272,7 +273,7 @@ class DockerInspector:
         return {"sbom.sha256": sha256(self.sbom(image)), "model.sha256": served}
 
 
-def _plain_members(archive: tarfile.TarFile, image: str, path: str) -> list[tarfile.TarInfo]:
+def plain_members(archive: tarfile.TarFile, where: str, path: str) -> list[tarfile.TarInfo]:
     """The archive's members if all are plain files and folders inside it (no links,
     devices, absolute paths or ``..``), their modes without set-id bits.
 
@@ -287,8 +288,8 @@ def _plain_members(archive: tarfile.TarFile, image: str, path: str) -> list[tarf
         parts = Path(member.name).parts
         if not (member.isfile() or member.isdir()) or member.name.startswith("/") or (
                 ".." in parts):
-            raise ReleaseError(f"{path} in image {image[:70]} holds {member.name!r}, which is "
-                               "not a plain file or folder: refusing it")
+            raise ReleaseError(f"{path} in {where} holds {member.name!r}, which is not a plain "
+                               "file or folder: refusing it")
         member.mode &= 0o755
     return members
 

@@ -137,3 +137,16 @@ def test_a_version_from_before_cards_and_signing_is_signed_once_rechecked(
     with TestClient(create_app(Settings(bundle_dir=workdir / "b"))) as served:
         response = served.get("/model-card")
     assert response.status_code == 404 and "no model card" in response.json()["detail"]
+
+
+def test_card_without_a_version_says_which_card_and_why(cli, two_versions):
+    from ml_service.registry import connect
+
+    result = cli("card")
+    assert result.exit_code == 0, result.output
+    assert ("the model card of diabetes-ridge version 2: no version has passed QA yet (alias "
+            "'qa'), so the champion's") in result.stderr
+    connect(model_settings()).set_alias("qa", 1)
+    result = cli("card")
+    assert "the model card of diabetes-ridge version 1: the version with alias 'qa'" in \
+        result.stderr

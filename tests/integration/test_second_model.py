@@ -257,6 +257,18 @@ def test_drift_and_collect_work_on_the_classifiers_scoring_log(registered, cance
     pd.testing.assert_frame_equal(collected, data.iloc[:300].reset_index(drop=True),
                                   check_dtype=False)
 
+    # Outcomes named otherwise than the contract's target: said, then mapped.
+    outcomes.rename(columns={"benign": "outcome"}).to_csv(cancer / "renamed.csv", index=False)
+    args = ["collect", "--outcomes", str(cancer / "renamed.csv"), "--out",
+            str(cancer / "again.csv"), "--logs", str(cancer / "log")]
+    result = registered(*args)
+    assert result.exit_code == 2
+    assert "lacks column(s) ['benign'] (the target column is named as in the data contract, " \
+        "'benign'; --target-column maps another name to it)" in " ".join(result.stderr.split())
+    result = registered(*args, "--target-column", "outcome")
+    assert result.exit_code == 0, result.output
+    pd.testing.assert_frame_equal(pd.read_csv(cancer / "again.csv"), collected)
+
 
 def test_drift_flags_a_shifted_classifier_feature(registered, cancer):
     data = pd.read_csv(cancer / "data" / "breast_cancer.csv").iloc[:300].copy()

@@ -1,5 +1,7 @@
 from pathlib import Path
 
+import pytest
+
 from ml_service.settings import Settings
 
 
@@ -44,3 +46,18 @@ def test_the_attestations_source_ref_defaults_to_main_and_must_be_a_ref(monkeypa
     monkeypatch.setenv("MLOPS_SOURCE_REF", "main")
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_drift_on_a_kubernetes_stage_reads_the_shipped_log(tmp_path):
+    from ml_service.errors import UsageError
+    from ml_service.monitoring.logs import stage_logs
+
+    cluster = Settings(deploy_target="kubernetes")
+    with pytest.raises(UsageError, match="set MLOPS_SCORING_LOG_URI"):
+        stage_logs(cluster, "production", None, tmp_path)
+    shipped = Settings(deploy_target="kubernetes", scoring_log_uri="az://logs/production")
+    assert stage_logs(shipped, "production", None, tmp_path) == "az://logs/production"
+    with pytest.raises(UsageError, match="give one"):
+        stage_logs(shipped, "qa", "logs/", tmp_path)
+    with pytest.raises(UsageError, match="qa or production"):
+        stage_logs(shipped, "staging", None, tmp_path)
