@@ -283,7 +283,7 @@ def _ratios(results: list[LoadResult]) -> dict[str, dict[str, float]]:
 def _image_figures(settings: Settings, registry: Registry, version: int) -> dict[str, Any]:
     """Image size and docker-run-to-healthy time, or why they were not measured."""
     from ml_service.errors import MlopsError
-    from ml_service.release.image import docker_client
+    from ml_service.release.engine import docker_client
     from ml_service.release.smoke import wait_healthy
 
     try:

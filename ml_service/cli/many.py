@@ -14,7 +14,7 @@ from ml_service.cli.common import JsonOption, VersionOption, chosen_version, con
     out, write_json
 
 if TYPE_CHECKING:
-    from ml_service.many.pipeline import SetResult
+    from ml_service.many.results import SetResult
 
 app = typer.Typer()
 PREDICTIONS = Path("predictions")
@@ -80,7 +80,7 @@ def batch_score(
 
     from ml_service.errors import UsageError
     from ml_service.many.engines import engine_from_env
-    from ml_service.many.pipeline import download_set
+    from ml_service.registry.signed import download_set
     from ml_service.many.scoring import score_many
 
     settings, spec, registry = connected()

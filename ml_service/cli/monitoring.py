@@ -95,7 +95,7 @@ def drift(
         import tempfile
 
         from ml_service.many.monitoring import set_columns
-        from ml_service.many.pipeline import download_set
+        from ml_service.registry.signed import download_set
 
         with tempfile.TemporaryDirectory() as tmp:
             models = download_set(registry, served, Path(tmp))

@@ -91,7 +91,8 @@ def release(
     rebuild: Annotated[bool, typer.Option(help="Build even if the version has an image.")] = False,
 ) -> None:
     """Build the image (if needed), run it as QA, smoke-test it, set alias 'qa'."""
-    from ml_service.release.image import build_image, docker_client, image_exists, push_image
+    from ml_service.release.engine import docker_client
+    from ml_service.release.image import build_image, image_exists, push_image
     from ml_service.release.promotion import release_qa
     from ml_service.release.supply_chain import DockerInspector
 
@@ -218,7 +219,7 @@ def remote_engine() -> None:
     nothing when DOCKER_HOST is unset or not ssh://. In Actions the private key
     goes under $RUNNER_TEMP; ~/.ssh gets the host key and a Host block naming it.
     """
-    from ml_service.release.image import docker_client
+    from ml_service.release.engine import docker_client
     from ml_service.release.remote_engine import install_identity, ssh_target
 
     settings = load_settings()

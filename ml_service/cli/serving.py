@@ -21,7 +21,7 @@ def bundle(
     ] = None,
 ) -> None:
     """Export a registered version as a scoring bundle (model file + metadata.json)."""
-    from ml_service.registry.compiled import check_rows
+    from ml_service.training.data import check_rows
     from ml_service.registry.export import export_bundle
 
     settings, spec, registry = connected()
@@ -45,7 +45,7 @@ def serve(
     port: Annotated[Optional[int], typer.Option(help="Port [default: MLOPS_SERVE_PORT].")] = None,
 ) -> None:
     """Serve a registered version locally with uvicorn (no Docker)."""
-    from ml_service.registry.compiled import check_rows
+    from ml_service.training.data import check_rows
     from ml_service.registry.export import export_bundle
     from ml_service.serving import create_app, http_server
     from ml_service.serving.auth import describe, loopback

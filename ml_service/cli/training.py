@@ -23,7 +23,7 @@ from ml_service.cli.common import (
 from ml_service.errors import UsageError
 
 if TYPE_CHECKING:
-    from ml_service.training.pipeline import PipelineResult
+    from ml_service.training.results import PipelineResult
 
 app = typer.Typer()
 MODEL_OUT = Path("outputs/model.joblib")

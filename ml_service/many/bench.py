@@ -75,7 +75,8 @@ def tree_rss(root: int) -> int:
 def bench_engine(name: str, data: str, work: Path) -> dict[str, Any]:
     """Train, re-run and batch-score with engine ``name``; the figures."""
     from ml_service.many.engines import JoblibEngine, engine_from_env
-    from ml_service.many.pipeline import download_set, run_many
+    from ml_service.many.pipeline import run_many
+    from ml_service.registry.signed import download_set
     from ml_service.many.scoring import score_many
     from ml_service.registry import connect
     from ml_service.settings import Settings

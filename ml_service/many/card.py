@@ -18,8 +18,8 @@ from ml_service.spec import ModelSpec
 from ml_service.training.config import PipelineConfig
 
 if TYPE_CHECKING:
-    from ml_service.many.bundle import Entry
-    from ml_service.many.pipeline import SetResult
+    from ml_service.sets import Entry
+    from ml_service.many.results import SetResult
 
 
 def build_set_card(spec: ModelSpec, config: PipelineConfig, entries: list[Entry],

@@ -21,7 +21,7 @@ from ml_service.spec import ModelSpec
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ml_service.many.bundle import ModelSet
+    from ml_service.sets import ModelSet
 
 
 def set_columns(spec: ModelSpec, models: ModelSet, root: str,

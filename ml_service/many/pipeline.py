@@ -15,13 +15,14 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ml_service.errors import UsageError
 from ml_service.many import dataset as ds
-from ml_service.many.bundle import Entry, ModelSet, write_set
+from ml_service.many.results import SetResult
+from ml_service.registry.signed import download_set
+from ml_service.sets import Entry, ModelSet, write_set
 from ml_service.many.work import NEW_MODEL, ChampionEntry, ChunkTask, Outcome, chunk_shards, \
     train_chunk
 from ml_service.training.provenance import code_version
@@ -34,30 +35,6 @@ if TYPE_CHECKING:
     from ml_service.training.config import PipelineConfig
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class SetResult:
-    """What a many-models run did; ``as_json`` is its ``--json-out``."""
-
-    registered: bool
-    version: int | None
-    champion: bool
-    reason: str
-    partitions: int
-    counts: dict[str, int]
-    rule: str
-    worst: dict[str, float]
-    engine: str
-    chunks: int
-    seconds: float
-    previous_version: int | None = None
-    run_id: str | None = None
-    validation: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-    def as_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def run_many(root: str, spec: ModelSpec, config: PipelineConfig, settings: Settings,
@@ -132,13 +109,6 @@ def run_many(root: str, spec: ModelSpec, config: PipelineConfig, settings: Setti
     result.seconds = round(time.perf_counter() - started, 3)
     logger.info("many models: %s", result.reason)
     return result
-
-
-def download_set(registry: Registry, version: int, directory: Path) -> ModelSet:
-    """Set ``version``, verified against its signature before anything in it is read."""
-    from ml_service.registry.signed import download_verified
-
-    return ModelSet(download_verified(registry, version, directory), version)
 
 
 def _champion_entries(champion: ModelSet) -> dict[str, ChampionEntry]:

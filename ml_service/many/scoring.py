@@ -58,7 +58,7 @@ def score_chunk(task: ScoreTask) -> ScoreResult:
     """Score every partition of ``task``'s shards and write their predictions (on a worker)."""
     import numpy as np
 
-    from ml_service.many.bundle import ModelSet
+    from ml_service.sets import ModelSet
     from ml_service.many.checks import bad_rows
     from ml_service.spec import predictions
 
@@ -118,7 +118,7 @@ def score_many(root: str, out: Path, set_dir: Path, version: int, spec: ModelSpe
     """Score the dataset at ``root`` with the set in ``set_dir``; write under ``out``."""
     import shutil
 
-    from ml_service.many.bundle import ModelSet
+    from ml_service.sets import ModelSet
 
     started = time.perf_counter()
     models = ModelSet(set_dir, version)  # checks the files before any worker starts

@@ -21,16 +21,14 @@ and the image then carries scikit-learn instead of onnxruntime.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ml_service.bundle import ONNX_FILE, PREDICTION_ATOL, PREDICTION_RTOL
 from ml_service.serving.onnx_model import OnnxPredictor
-from ml_service.spec import ModelSpec, predictions
+from ml_service.spec import predictions
 
-if TYPE_CHECKING:
-    from ml_service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -101,29 +99,3 @@ def compile_model(model: Any, output: str, rows: np.ndarray,
         "rtol": PREDICTION_RTOL,
         "atol": PREDICTION_ATOL,
     }
-
-
-def check_rows(settings: Settings, spec: ModelSpec) -> tuple[np.ndarray, str]:
-    """The rows a conversion is checked on: the spec's examples and the dataset's holdout.
-
-    The holdout is the pipeline's own (the configured data file, split as
-    training splits it). When the data file or config cannot be read here,
-    the example rows alone are used, and the metadata says so.
-    """
-    from ml_service.errors import MlopsError
-    from ml_service.training.config import load_config
-    from ml_service.training.data import load_data, split
-
-    examples = np.asarray(spec.example, dtype=np.float64).reshape(
-        -1, len(spec.contract.feature_names))
-    try:
-        config = load_config(settings.config_file, spec)
-        _, holdout = split(load_data(settings.data_file), config.split.holdout_fraction,
-                           spec.contract)
-        rows = holdout[spec.contract.feature_names].to_numpy(dtype=np.float64)
-    except (MlopsError, KeyError, ValueError) as exc:
-        logger.warning("checking the ONNX form on the spec's example rows only: the holdout "
-                       "of %s cannot be read (%s)", settings.data_file, exc)
-        return examples, "the spec's example rows"
-    return (np.vstack([examples, rows]),
-            f"the spec's example rows and the holdout of {settings.data_file.name}")

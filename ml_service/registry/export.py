@@ -44,7 +44,7 @@ def export_bundle(registry: Registry, version: int, directory: Path, spec: Model
         directory: Target directory: new, empty, or an earlier bundle (replaced).
         spec: The model's spec: its contract and output go into the bundle.
         check: Rows to check the ONNX form on and where they come from
-            (:func:`ml_service.registry.compiled.check_rows`); default: the
+            (:func:`ml_service.training.data.check_rows`); default: the
             spec's example rows.
 
     Raises:
@@ -218,7 +218,7 @@ def export_set(registry: Registry, version: int, directory: Path,
     """
 
     from ml_service.bundle import SET_FILE, SET_INDEX_FILE
-    from ml_service.many.bundle import ModelSet
+    from ml_service.sets import ModelSet
 
     info = registry.get_version(version)
     _check_replaceable(directory)

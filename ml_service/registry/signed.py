@@ -18,11 +18,14 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ml_service import signing
 from ml_service.errors import MlopsError
-from ml_service.registry.store import Registry
+from ml_service.registry.versions import VersionStore
+
+if TYPE_CHECKING:
+    from ml_service.sets import ModelSet
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +45,7 @@ def _download(uri: str | None, directory: Path, **kwargs: Any) -> Path | None:
         return None
 
 
-def download_files(registry: Registry, version: int, target: Path) -> Path:
+def download_files(registry: VersionStore, version: int, target: Path) -> Path:
     """The registered files of ``version`` (``models:/``) in ``target``, as they were logged.
 
     Raises:
@@ -60,7 +63,7 @@ def download_files(registry: Registry, version: int, target: Path) -> Path:
     return target
 
 
-def _assemble(registry: Registry, version: int, directory: Path) -> tuple[Path, str]:
+def _assemble(registry: VersionStore, version: int, directory: Path) -> tuple[Path, str]:
     """Lay out version ``version`` as it is signed, in ``directory``; return (path, run id)."""
     info = registry.get_version(version)
     for part in ("signed", "card", "signature"):  # this module's own folders
@@ -77,7 +80,7 @@ def _assemble(registry: Registry, version: int, directory: Path) -> tuple[Path, 
     return signed, run_id
 
 
-def sign_version(registry: Registry, version: int, files: Path,
+def sign_version(registry: VersionStore, version: int, files: Path,
                  card: Path | None = None) -> str:
     """Sign ``version`` as the files in ``files`` (and ``card``); return the key id.
 
@@ -127,7 +130,7 @@ def sign_version(registry: Registry, version: int, files: Path,
     return key
 
 
-def download_verified(registry: Registry, version: int, directory: Path,
+def download_verified(registry: VersionStore, version: int, directory: Path,
                       trusted: Path | None = None) -> Path:
     """Download ``version`` into ``directory`` and verify its signature; return its folder.
 
@@ -158,3 +161,11 @@ def download_verified(registry: Registry, version: int, directory: Path,
             f"{what} carries the signature of {bound.get('name')} version {bound.get('version')}"
             ": refusing to load it")
     return signed
+
+
+def download_set(registry: VersionStore, version: int, directory: Path) -> ModelSet:
+    """Many-models set ``version``, verified against its signature before anything in it
+    is read, then every file against the set's metadata (:class:`ml_service.sets.ModelSet`)."""
+    from ml_service.sets import ModelSet
+
+    return ModelSet(download_verified(registry, version, directory), version)

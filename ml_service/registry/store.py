@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,23 +16,12 @@ from urllib.parse import urlsplit
 from ml_service.errors import MlopsError, TrackingError
 from ml_service.redact import redact_text
 from ml_service.registry.lock import RegistryLock
+from ml_service.registry.versions import VersionInfo
 from ml_service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 CHAMPION = "champion"
-
-
-@dataclass
-class VersionInfo:
-    """A registered model version, as the CLI shows it."""
-
-    version: int
-    aliases: list[str]
-    tags: dict[str, str]
-    run_id: str | None
-    created: int
-    metrics: dict[str, float] = field(default_factory=dict)
 
 
 class Registry:
@@ -115,7 +103,7 @@ class Registry:
         import tempfile
         from pathlib import Path
 
-        from ml_service.many.pipeline import download_set
+        from ml_service.registry.signed import download_set
 
         with tempfile.TemporaryDirectory() as tmp:
             models = download_set(self, version, Path(tmp))

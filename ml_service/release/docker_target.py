@@ -79,7 +79,7 @@ class DockerTarget:
         """The Docker SDK client, connected on first use (so checks that need no
         engine, such as :meth:`ensure_lasting`, work without one)."""
         if self._client is None:
-            from ml_service.release.image import docker_client
+            from ml_service.release.engine import docker_client
 
             self._client = docker_client()
         return self._client

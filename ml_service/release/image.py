@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 import shutil
 import subprocess
@@ -18,10 +17,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ml_service.registry.compiled import check_rows
+from ml_service.training.data import check_rows
 from ml_service.registry.export import export_bundle
 from ml_service.errors import MlopsError, UsageError
 from ml_service.release.ports import ReleaseError
+from ml_service.release.engine import docker_client
 from ml_service.release.supply_chain import DockerInspector, sha256
 from ml_service.settings import Settings
 from ml_service import signing
@@ -38,33 +38,6 @@ SCORING_REQUIREMENTS = PROJECT / "environments" / "scoring" / "requirements.txt"
 SCORING_SKLEARN_REQUIREMENTS = PROJECT / "environments" / "scoring" / "requirements-sklearn.txt"
 #: cyclonedx-py, run in the build stage to write the image's SBOM.
 SBOM_REQUIREMENTS = PROJECT / "environments" / "scoring" / "sbom-requirements.txt"
-
-
-def docker_client() -> Any:
-    """A Docker SDK client that has answered a ping.
-
-    Raises:
-        MlopsError: If the SDK cannot reach an engine, with what to do about it.
-    """
-    import docker
-    import paramiko
-    from docker.errors import DockerException
-
-    try:
-        client = docker.from_env(timeout=120)
-        client.ping()
-    except (DockerException, OSError) as exc:
-        raise MlopsError(
-            f"no Docker engine is reachable ({exc.__class__.__name__}): start Docker, "
-            "or set DOCKER_HOST to a running engine"
-        ) from None
-    except paramiko.SSHException as exc:  # ssh:// engines: unknown host key, refused key
-        raise MlopsError(
-            f"no Docker engine is reachable at {os.environ.get('DOCKER_HOST')} over SSH "
-            f"({exc.__class__.__name__}: {exc}): install the key and host key with "
-            "`make remote-engine` (DOCKER_SSH_KEY, DOCKER_SSH_KNOWN_HOSTS)"
-        ) from None
-    return client
 
 
 def gather_wheels(settings: Settings, runtime: str = "onnx") -> dict[str, Path]:

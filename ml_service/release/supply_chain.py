@@ -159,7 +159,7 @@ class DockerInspector:
     def client(self) -> Any:
         """The Docker SDK client."""
         if self._client is None:
-            from ml_service.release.image import docker_client
+            from ml_service.release.engine import docker_client
 
             self._client = docker_client()
         return self._client

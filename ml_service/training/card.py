@@ -11,7 +11,7 @@ from ml_service.spec import ModelSpec
 from ml_service.training.config import PipelineConfig
 
 if TYPE_CHECKING:
-    from ml_service.training.pipeline import Candidate, PipelineResult
+    from ml_service.training.results import Candidate, PipelineResult
 
 
 def _stats(values: np.ndarray) -> dict[str, float]:

@@ -9,12 +9,17 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from ml_service.contract import DataContract
 from ml_service.errors import DataValidationError, UsageError
+
+if TYPE_CHECKING:
+    from ml_service.settings import Settings
+    from ml_service.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -88,3 +93,28 @@ def dataset_digest(frame: pd.DataFrame, contract: DataContract) -> str:
     for row in _canonical_rows(frame[contract.columns]):
         digest.update(b"\n" + row)
     return digest.hexdigest()
+
+
+def check_rows(settings: Settings, spec: ModelSpec) -> tuple[np.ndarray, str]:
+    """The rows a conversion is checked on: the spec's examples and the dataset's holdout.
+
+    The holdout is the pipeline's own (the configured data file, split as
+    training splits it). When the data file or config cannot be read here,
+    the example rows alone are used, and the metadata says so.
+    """
+    from ml_service.errors import MlopsError
+    from ml_service.training.config import load_config
+
+    examples = np.asarray(spec.example, dtype=np.float64).reshape(
+        -1, len(spec.contract.feature_names))
+    try:
+        config = load_config(settings.config_file, spec)
+        _, holdout = split(load_data(settings.data_file), config.split.holdout_fraction,
+                           spec.contract)
+        rows = holdout[spec.contract.feature_names].to_numpy(dtype=np.float64)
+    except (MlopsError, KeyError, ValueError) as exc:
+        logger.warning("checking the ONNX form on the spec's example rows only: the holdout "
+                       "of %s cannot be read (%s)", settings.data_file, exc)
+        return examples, "the spec's example rows"
+    return (np.vstack([examples, rows]),
+            f"the spec's example rows and the holdout of {settings.data_file.name}")

@@ -9,9 +9,9 @@ model described by a :class:`~ml_service.spec.ModelSpec`.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,7 @@ from ml_service.training.comparison import (
 from ml_service.training.config import PipelineConfig
 from ml_service.training.gate import GateDecision, decide
 from ml_service.training.provenance import code_version, fingerprint
+from ml_service.training.results import Candidate, PipelineResult
 from ml_service.training.steps import (
     StepCallback,
     StepRunner,
@@ -46,51 +47,6 @@ if TYPE_CHECKING:
     from ml_service.registry import Registry
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class PipelineResult:
-    """What a pipeline run did; ``as_json`` is the ``--json-out`` contract."""
-
-    registered: bool
-    version: int | None
-    reason: str
-    candidate: dict[str, float]
-    champion: dict[str, float] | None
-    run_id: str | None
-    champion_version: int | None = None
-    gate_passed: bool = False
-    forced: bool = False
-    dry_run: bool = False
-    dataset_digest: str = ""
-    fingerprint: str = ""
-    cached_steps: list[str] = field(default_factory=list)
-    validation: str = ""
-    primary_metric: str = ""
-    #: Paired bootstrap of the primary metric's improvement (None without a champion).
-    improvement: dict[str, Any] | None = None
-    #: The primary metric per slice group, for candidate and champion.
-    slices: list[dict[str, Any]] = field(default_factory=list)
-
-    def as_json(self) -> dict[str, Any]:
-        """The documented machine-readable summary (plus a few extra keys)."""
-        return asdict(self)
-
-
-@dataclass
-class Candidate:
-    """A trained, evaluated model before the gate."""
-
-    model: Any
-    metrics: dict[str, float]
-    plots: dict[str, bytes]
-    holdout: pd.DataFrame
-    train_rows: int
-    digest: str
-    frame: pd.DataFrame
-    report: ValidationReport
-    contract: DataContract
-    code_version: str
 
 
 def validate_data(path: Path, contract: DataContract, settings: Settings,

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from mlflow.models import ModelSignature
 
     from ml_service.registry import Registry
-    from ml_service.training.pipeline import Candidate, PipelineResult
+    from ml_service.training.results import Candidate, PipelineResult
 
 
 def log_and_register(registry: Registry, spec: ModelSpec, config: PipelineConfig,

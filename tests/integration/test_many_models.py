@@ -53,7 +53,7 @@ def run(directory: Path, *args: str) -> dict:
 
 def index(directory: Path, version: int, **settings) -> pd.DataFrame:
     """The index of registered version ``version``, by partition key."""
-    from ml_service.many.pipeline import download_set
+    from ml_service.registry.signed import download_set
     from ml_service.registry import connect
     from tests.conftest import model_settings
 
@@ -152,7 +152,7 @@ def test_batch_scoring_uses_each_partitions_model_and_names_the_ones_without(sal
     assert summary["missing"] == [f"store=5/product={p}" for p in range(1, PRODUCTS + 1)]
     assert "30 rows not scored" in result.output
 
-    from ml_service.many.pipeline import download_set
+    from ml_service.registry.signed import download_set
     from ml_service.registry import connect
     from tests.conftest import model_settings
 

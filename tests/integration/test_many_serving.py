@@ -35,7 +35,7 @@ def client_for(bundle, **settings) -> TestClient:
 
 
 def expected(sales_dir, key: str, rows) -> np.ndarray:
-    from ml_service.many.pipeline import download_set
+    from ml_service.registry.signed import download_set
     from ml_service.registry import connect
     from sales_forecast.spec import SPEC
     from tests.conftest import model_settings

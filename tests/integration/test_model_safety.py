@@ -160,7 +160,7 @@ def test_a_pickle_format_champion_is_refused_everywhere_and_never_unpickled(firs
 
 
 @pytest.mark.parametrize("save, message", [
-    (foreign_skops, "contains types skops does not trust by default"),
+    (foreign_skops, "contains types neither skops' defaults nor the spec's trusted_types allow"),
     (escaping_file_name, "which is not a plain file inside the model"),
 ])
 def test_a_forged_skops_champion_is_refused(first, workdir, save, message):

@@ -51,7 +51,7 @@ def run_folder(settings: Settings, version: int, artifact: str) -> Path:
 
 def make_hostile(set_dir: Path, marker: Path) -> int:
     """Swap every entry of the set in ``set_dir`` for a command; recompute every hash."""
-    from ml_service.many.bundle import METADATA, Entry, ModelSet, write_set
+    from ml_service.sets import METADATA, Entry, ModelSet, write_set
 
     models = ModelSet(set_dir)
     entries = []

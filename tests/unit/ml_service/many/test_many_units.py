@@ -15,7 +15,7 @@ import pytest
 from ml_service.errors import MlopsError, UsageError
 from ml_service.many import checks
 from ml_service.many import dataset as ds
-from ml_service.many.bundle import Entry, ModelSet, write_set
+from ml_service.sets import Entry, ModelSet, write_set
 from ml_service.many.engines import JoblibEngine, engine_from_env
 from ml_service.many.work import chunk_shards
 from sales_forecast.generate import partition, write

@@ -17,6 +17,7 @@ from ml_service.bundle import PREDICTION_ATOL, PREDICTION_RTOL
 from ml_service.registry import compiled
 from ml_service.serving.onnx_model import OnnxPredictor
 from ml_service.spec import predictions
+from ml_service.training.data import check_rows
 from tests.conftest import DATA, fit
 
 FRAME = pd.read_csv(DATA).drop(columns=["target"]).astype(float)
@@ -85,7 +86,7 @@ def test_the_check_falls_back_to_the_example_rows_when_the_holdout_cannot_be_rea
     settings = Settings(data_path=tmp_path / "missing.csv" if broken == "data" else DATA,
                         config_path=tmp_path / "missing.yaml" if broken == "config" else None
                         ).for_model(SPEC)
-    rows, rows_from = compiled.check_rows(settings, SPEC)
+    rows, rows_from = check_rows(settings, SPEC)
     assert rows_from == "the spec's example rows" and len(rows) == len(SPEC.example)
 
 
@@ -93,7 +94,7 @@ def test_the_check_uses_the_examples_and_the_holdout():
     from diabetes_regression.spec import SPEC
     from ml_service.settings import Settings
 
-    rows, rows_from = compiled.check_rows(Settings(data_path=DATA).for_model(SPEC), SPEC)
+    rows, rows_from = check_rows(Settings(data_path=DATA).for_model(SPEC), SPEC)
     assert rows_from == "the spec's example rows and the holdout of diabetes.csv"
     assert len(SPEC.example) + 40 < len(rows) < len(FEATURES)
 
