@@ -43,6 +43,8 @@ class Improvement:
     resamples: int
     seed: int
     rows: int
+    #: ``relative`` (a share of the champion's value) or ``absolute`` (the metric's units).
+    kind: str = "relative"
 
     @property
     def known(self) -> bool:
@@ -50,11 +52,13 @@ class Improvement:
         return math.isfinite(self.low) and math.isfinite(self.high)
 
     def describe(self) -> str:
-        """``+2.10% (95% CI -1.30% to +5.20%, paired bootstrap of 80 rows)``."""
+        """``+2.10% (95% CI -1.30% to +5.20%, paired bootstrap of 80 rows)``; absolute
+        improvements in the metric's units (``+0.0031 (95% CI ...)``)."""
+        show = gain_text(self.kind)
         if not self.known:
-            return f"{self.point:+.2%} (interval could not be computed on {self.rows} rows)"
-        return (f"{self.point:+.2%} ({self.confidence:.0%} CI {self.low:+.2%} to "
-                f"{self.high:+.2%}, paired bootstrap of {self.rows} rows)")
+            return f"{show(self.point)} (interval could not be computed on {self.rows} rows)"
+        return (f"{show(self.point)} ({self.confidence:.0%} CI {show(self.low)} to "
+                f"{show(self.high)}, paired bootstrap of {self.rows} rows)")
 
     def as_json(self) -> dict[str, Any]:
         """For ``--json-out``, tags and the model card (NaN as None)."""
@@ -66,6 +70,20 @@ class Improvement:
         """The inverse of :meth:`as_json`."""
         values: dict[str, Any] = {k: (math.nan if v is None else v) for k, v in data.items()}
         return cls(**values)
+
+
+def gain_text(kind: str) -> Any:
+    """How an improvement of ``kind`` is written: ``+2.10%`` or ``+0.0031``."""
+    return (lambda v: f"{v:+.2%}") if kind == "relative" else (lambda v: f"{v:+.4g}")
+
+
+def improvement(candidate: float, champion: float, higher_is_better: bool,
+                kind: str = "relative") -> float:
+    """How much better ``candidate`` is than ``champion``: relative, or absolute (in the
+    metric's units). Positive means better, whatever the metric's direction."""
+    if kind == "absolute":
+        return candidate - champion if higher_is_better else champion - candidate
+    return relative_improvement(candidate, champion, higher_is_better)
 
 
 def relative_improvement(candidate: float, champion: float, higher_is_better: bool) -> float:
@@ -81,8 +99,8 @@ def relative_improvement(candidate: float, champion: float, higher_is_better: bo
 
 def paired_improvement(y_true: np.ndarray, candidate: np.ndarray, champion: np.ndarray,
                        metric: Metric, confidence: float = 0.95, resamples: int = 1000,
-                       seed: int = 0) -> Improvement:
-    """Bootstrap the relative improvement of ``metric`` on the same resampled rows.
+                       seed: int = 0, kind: str = "relative") -> Improvement:
+    """Bootstrap the improvement of ``metric`` (``kind``) on the same resampled rows.
 
     Args:
         y_true: Holdout targets.
@@ -101,8 +119,8 @@ def paired_improvement(y_true: np.ndarray, candidate: np.ndarray, champion: np.n
 
     def gain(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
         try:
-            return relative_improvement(float(metric.function(y, a)),
-                                        float(metric.function(y, b)), higher)
+            return improvement(float(metric.function(y, a)), float(metric.function(y, b)),
+                               higher, kind)
         except ValueError:  # e.g. ROC AUC of a resample holding one class
             return math.nan
 
@@ -119,7 +137,8 @@ def paired_improvement(y_true: np.ndarray, candidate: np.ndarray, champion: np.n
             low = float(result.confidence_interval.low)
             high = float(result.confidence_interval.high)
     return Improvement(metric=metric.name, point=point, low=low, high=high,
-                       confidence=confidence, resamples=resamples, seed=seed, rows=len(y_true))
+                       confidence=confidence, resamples=resamples, seed=seed, rows=len(y_true),
+                       kind=kind)
 
 
 @dataclass(frozen=True)

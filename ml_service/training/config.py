@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -54,7 +54,15 @@ class GateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     primary_metric: str = Field(description="A metric of the model's spec.")
-    margin: float = Field(default=0.01, ge=0, description="Relative improvement required.")
+    margin: float = Field(
+        default=0.01, ge=0,
+        description="Improvement required over the champion, as margin_kind says.")
+    margin_kind: Literal["relative", "absolute"] = Field(
+        default="relative",
+        description="relative: a share of the champion's value (0.01 = 1%); absolute: in the "
+                    "metric's own units (0.005 of AUC). A bounded metric near its bound (an "
+                    "AUC of 0.998) can never gain a relative 1%: use absolute. The bootstrap "
+                    "interval and min_lower_bound are in the same kind.")
     floor: dict[str, float] = Field(default_factory=dict)
     improvement: ImprovementRule = Field(default_factory=ImprovementRule)
     slices: SliceRule = Field(default_factory=SliceRule)

@@ -11,7 +11,13 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from ml_service.training.comparison import Improvement, SliceResult, relative_improvement
+from ml_service.training.comparison import (
+    Improvement,
+    SliceResult,
+    gain_text,
+    improvement as gain_over,
+    relative_improvement,
+)
 from ml_service.training.config import GateConfig
 
 __all__ = ["GateDecision", "decide", "floor_violations", "relative_improvement"]
@@ -52,9 +58,10 @@ def decide(
     """Decide whether the candidate is registered.
 
     The candidate must meet every floor and, if a champion exists, beat it on
-    the primary metric by at least ``rules.margin`` (relative); with
-    ``rules.improvement.min_lower_bound`` set, the lower bound of the paired
-    bootstrap interval must be above it too (better beyond noise); with
+    the primary metric by at least ``rules.margin`` (relative or absolute,
+    ``rules.margin_kind``); with ``rules.improvement.min_lower_bound`` set,
+    the lower bound of the paired bootstrap interval must be above it too
+    (better beyond noise, in the same kind); with
     ``rules.slices.tolerance`` set, no slice group of at least
     ``rules.slices.min_rows`` rows may be worse than the champion's by more.
     ``force`` registers regardless and marks the decision as forced; the
@@ -89,10 +96,13 @@ def _against_champion(candidate: dict[str, float], champion: dict[str, float],
                       slices: Sequence[SliceResult]) -> tuple[str, bool]:
     metric = rules.primary_metric
     label = f"champion v{champion_version}" if champion_version else "champion"
-    gain = relative_improvement(candidate[metric], champion[metric], metric in higher)
-    shown = improvement.describe() if improvement is not None else f"{gain:+.2%}"
+    kind = rules.margin_kind
+    show = gain_text(kind)
+    gain = gain_over(candidate[metric], champion[metric], metric in higher, kind)
+    shown = improvement.describe() if improvement is not None else show(gain)
+    margin = f"{rules.margin:.2%}" if kind == "relative" else f"{rules.margin:.4g} absolute"
     comparison = (f"candidate {metric} {candidate[metric]:.4f} vs {label} "
-                  f"{champion[metric]:.4f}: {shown}, margin {rules.margin:.2%}")
+                  f"{champion[metric]:.4f}: {shown}, margin {margin}")
     if gain < rules.margin:
         return f"not better than the {label} by the margin: {comparison}", False
     bound = rules.improvement.min_lower_bound
@@ -102,7 +112,7 @@ def _against_champion(candidate: dict[str, float], champion: dict[str, float],
                    f"needs an interval and none could be computed", False
         if improvement.low <= bound:
             return (f"not better than the {label} beyond noise: {comparison}; the interval's "
-                    f"lower bound {improvement.low:+.2%} is not above {bound:+.2%}"), False
+                    f"lower bound {show(improvement.low)} is not above {show(bound)}"), False
     tolerance = rules.slices.tolerance
     if tolerance is not None:
         worse = [s for s in slices if s.change is not None and s.rows >= rules.slices.min_rows

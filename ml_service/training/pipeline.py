@@ -187,7 +187,7 @@ def compare(spec: ModelSpec, config: PipelineConfig, candidate: Candidate,
         return None, slices
     rule = config.gate.improvement
     return paired_improvement(y_true, mine, theirs, metric, rule.confidence, rule.resamples,
-                              rule.seed), slices
+                              rule.seed, config.gate.margin_kind), slices
 
 
 def _gate(registry: Registry, spec: ModelSpec, config: PipelineConfig, candidate: Candidate,

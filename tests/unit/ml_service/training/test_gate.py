@@ -128,3 +128,40 @@ def test_a_slice_worse_than_the_tolerance_vetoes_an_overall_better_candidate():
     assert decide(metrics(45.0), metrics(50.0), rules, HIGHER, slices=within).register
     # Without a tolerance, slices are reported, not judged.
     assert decide(metrics(45.0), metrics(50.0), RULES, HIGHER, slices=slices).register
+
+
+def test_a_relative_margin_can_never_be_met_near_a_bound_and_an_absolute_one_can():
+    """AUC 0.996 -> 0.999: +0.3% relative, +0.003 absolute."""
+    champion, candidate = {"roc_auc": 0.996}, {"roc_auc": 0.999}
+    relative = GateConfig(primary_metric="roc_auc", margin=0.01, floor={})
+    verdict = decide(candidate, champion, relative, {"roc_auc"})
+    assert not verdict.register and "margin 1.00%" in verdict.reason
+    absolute = GateConfig(primary_metric="roc_auc", margin=0.002, margin_kind="absolute",
+                          floor={})
+    verdict = decide(candidate, champion, absolute, {"roc_auc"})
+    assert verdict.register and "+0.003" in verdict.reason
+    assert "margin 0.002 absolute" in verdict.reason
+    stricter = absolute.model_copy(update={"margin": 0.004})
+    assert not decide(candidate, champion, stricter, {"roc_auc"}).register
+    # Lower is better: an error falling by 0.5 units is an absolute gain of +0.5.
+    errors = GateConfig(primary_metric="rmse", margin=0.4, margin_kind="absolute", floor={})
+    assert decide({"rmse": 50.0}, {"rmse": 50.5}, errors, set()).register
+
+
+def test_the_interval_is_in_the_kind_of_the_margin():
+    import numpy as np
+
+    from ml_service.spec import Metric
+    from ml_service.training.comparison import paired_improvement
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=200)
+    better, worse = y + rng.normal(scale=0.5, size=200), y + rng.normal(scale=0.6, size=200)
+    rmse = Metric("rmse", lambda t, p: float(np.sqrt(np.mean((t - p) ** 2))), False)
+    absolute = paired_improvement(y, better, worse, rmse, resamples=200, kind="absolute")
+    relative = paired_improvement(y, better, worse, rmse, resamples=200)
+    assert absolute.kind == "absolute" and relative.kind == "relative"
+    assert absolute.point == pytest.approx(rmse.function(y, worse) - rmse.function(y, better))
+    assert relative.point == pytest.approx(absolute.point / rmse.function(y, worse))
+    assert absolute.describe().startswith(f"{absolute.point:+.4g} (95% CI ")
+    assert relative.describe().startswith(f"{relative.point:+.2%} (95% CI ")
