@@ -33,7 +33,8 @@ import json
 import logging
 import re
 import tarfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -175,11 +176,12 @@ class DockerInspector:
             self.client.images.pull(image)
         return image
 
-    def read(self, image: str, path: str) -> bytes:
-        """The bytes of the file ``path`` inside ``image``.
+    @contextmanager
+    def _archive(self, image: str, path: str, missing: str) -> Iterator[tarfile.TarFile]:
+        """``path`` of ``image`` as a tar archive, read from a container never started.
 
         Raises:
-            ReleaseError: If the image has no such file.
+            ReleaseError: ``image {image} has no {path}: {missing}`` if it has no ``path``.
         """
         from docker.errors import NotFound
 
@@ -188,16 +190,25 @@ class DockerInspector:
             try:
                 stream, _ = container.get_archive(path)
             except NotFound:
-                raise ReleaseError(f"image {image[:70]} has no {path}: it was built before "
-                                   "images carried an SBOM, or not by this project") from None
+                raise ReleaseError(f"image {image[:70]} has no {path}: {missing}") from None
             with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
-                member = archive.next()
-                handle = archive.extractfile(member) if member is not None else None
-                if handle is None:
-                    raise ReleaseError(f"{path} in image {image[:70]} is not a file")
-                return handle.read()
+                yield archive
         finally:
             container.remove(force=True)
+
+    def read(self, image: str, path: str) -> bytes:
+        """The bytes of the file ``path`` inside ``image``.
+
+        Raises:
+            ReleaseError: If the image has no such file.
+        """
+        with self._archive(image, path, "it was built before images carried an SBOM, or not "
+                           "by this project") as archive:
+            member = archive.next()
+            handle = archive.extractfile(member) if member is not None else None
+            if handle is None:
+                raise ReleaseError(f"{path} in image {image[:70]} is not a file")
+            return handle.read()
 
     def check_signed(self, image: str, name: str, version: int) -> None:
         """Verify the bundle in ``image`` against the trusted keys of the deployer.
@@ -229,20 +240,9 @@ class DockerInspector:
 
     def _extract(self, image: str, path: str, into: Path) -> Path:
         """Copy the directory ``path`` out of ``image`` into ``into``; its copy's path."""
-        from docker.errors import NotFound
-
-        container = self.client.containers.create(self._local(image), command=["true"])
-        try:
-            try:
-                stream, _ = container.get_archive(path)
-            except NotFound:
-                raise ReleaseError(f"image {image[:70]} has no {path}: it is not a scoring "
-                                   "image of this project") from None
-            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
-                files = plain_members(archive, f"image {image[:70]}", path)
-                archive.extractall(into, members=files)
-        finally:
-            container.remove(force=True)
+        with self._archive(image, path, "it is not a scoring image of this project") as archive:
+            files = plain_members(archive, f"image {image[:70]}", path)
+            archive.extractall(into, members=files)
         return into / Path(path).name
 
     def sbom(self, image: str) -> bytes:
