@@ -28,6 +28,7 @@ from typing import Any
 
 from ml_service.contract import DataContract
 from ml_service.errors import MlopsError
+from ml_service.spec import classes_of
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,13 @@ class BundleMetadata:
     #: Types beyond skops' defaults the model file may hold: the spec's
     #: ``trusted_types``, recorded (and signed) with the bundle.
     trusted_types: list[str] = field(default_factory=list)
+    #: A binary classifier's decision threshold (the spec's ``threshold``).
+    threshold: float = 0.5
+
+    @property
+    def classes(self) -> tuple[float, ...]:
+        """A classifier's classes (the contract target's allowed values); empty otherwise."""
+        return classes_of(self.data_contract, self.output) if self.contract else ()
 
     @property
     def runtime_kind(self) -> str:

@@ -175,6 +175,16 @@ def _check_output(spec: ModelSpec) -> None:
     low, high = spec.prediction_range
     _require(bool(np.isfinite([low, high]).all()) and low < high,
              f"prediction_range {spec.prediction_range} must be finite with low < high")
+    _require(0.0 < spec.threshold < 1.0,
+             f"threshold {spec.threshold} must be a probability strictly between 0 and 1")
+    if spec.output == "predict_proba":
+        classes = spec.classes
+        _require(len(classes) >= 2 and len(set(classes)) == len(classes),
+                 f"a classifier's target {spec.contract.target.name} must allow at least two "
+                 f"distinct classes (its allowed_values), got {list(classes)}")
+        _require(len(classes) == 2 or not spec.partition_keys,
+                 "a many-models set serves one number per row: multi-class partition models "
+                 "are not supported yet")
 
 
 def _check_columns(spec: ModelSpec) -> None:
@@ -239,8 +249,16 @@ def _check_fit(spec: ModelSpec, source: Callable[[], pd.DataFrame]) -> None:
     model = spec.build_estimator(_params(spec))
     model.fit(frame[contract.feature_names], frame[contract.target.name])
     predicted = spec.predict(model, frame[contract.feature_names])
-    _require(predicted.shape == (len(frame),),
-             f"{spec.output}() gave shape {predicted.shape}, expected ({len(frame)},)")
+    classes = spec.classes
+    expected = (len(frame), len(classes)) if len(classes) > 2 else (len(frame),)
+    _require(predicted.shape == expected,
+             f"{spec.output}() gave shape {predicted.shape}, expected {expected}")
+    if classes:
+        fitted = [float(c) for c in getattr(model, "classes_", [])]
+        _require(fitted == list(classes),
+                 f"the fitted classifier's classes_ {fitted} are not the target's allowed "
+                 f"values {list(classes)}: the example dataset must hold every class, and "
+                 f"{contract.target.name}.allowed_values must list exactly those")
     scores = spec.score(frame[contract.target.name].to_numpy(), predicted)
     bad = [name for name, value in scores.items() if not np.isfinite(value)]
     _require(not bad, f"metrics {bad} are not finite numbers on the example dataset")

@@ -83,6 +83,7 @@ def markdown(card: dict[str, Any]) -> str:
             lines += ["", "Worse than the champion on: " + ", ".join(
                 f"{r['slice']}={r['group']} ({r['change']:+.2%}, {r['rows']} rows)"
                 for r in worse) + "."]
+    lines += _class_lines(evaluation.get("classes"))
     lines += [
         "",
         "### Data",
@@ -123,6 +124,23 @@ def markdown(card: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _class_lines(classes: dict[str, Any] | None) -> list[str]:
+    """A classifier's table of figures per class on the holdout."""
+    if not classes:
+        return []
+    threshold = classes.get("threshold")
+    rule = ("the most probable class" if threshold is None else
+            f"the last class where its probability is at least {threshold:g}")
+    lines = ["", "### By class (holdout)", "", f"Labels are {rule}.", "",
+             "| class | support | predicted | precision | recall | F1 |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for row in classes["per_class"]:
+        lines.append(f"| {row['class']} | {row['support']} | {row['predicted']} | "
+                     f"{_number(row['precision'])} | {_number(row['recall'])} | "
+                     f"{_number(row['f1'])} |")
+    return lines
 
 
 def _set_markdown(card: dict[str, Any]) -> str:

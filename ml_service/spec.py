@@ -34,8 +34,9 @@ logger = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "mlops.models"
 
 #: How a fitted estimator's output becomes the served prediction: ``predict``
-#: (regression, labels) or ``predict_proba`` (probability of the last class
-#: of a binary classifier).
+#: (regression, labels) or ``predict_proba`` (a classifier: the probability of
+#: the last class of a binary one, each class's probability of a multi-class
+#: one; the answer also carries labels, see :func:`labels`).
 Output = Literal["predict", "predict_proba"]
 OUTPUTS: tuple[str, ...] = ("predict", "predict_proba")
 
@@ -49,8 +50,10 @@ class Metric:
 
     Attributes:
         name: Short name, as in the config's gate section and MLflow.
-        function: ``function(y_true, y_pred)`` -> float; ``y_pred`` is the
-            served prediction (see :attr:`ModelSpec.output`).
+        function: ``function(y_true, y_pred)`` -> float; ``y_pred`` is what
+            :meth:`ModelSpec.predict` returns: the prediction, the probability
+            of the last class of a binary classifier, or the (rows, classes)
+            probability matrix of a multi-class one.
         greater_is_better: True for scores (R², ROC AUC), False for errors.
     """
 
@@ -118,6 +121,9 @@ class ModelSpec:
             than the champion on one of them.
         limitations: Known limits, for the model card.
         partition_keys: For many-models specs: the columns naming a partition.
+        threshold: A binary classifier's decision threshold: rows whose
+            probability of the last class is at least this get its label. The
+            classes are the target's ``allowed_values`` (default 0 and 1).
         trusted_types: Types beyond skops' defaults that the fitted model holds
             and that loading it may construct, e.g.
             ``sklearn.tree._tree.Tree`` for a random forest. Reviewed like code
@@ -143,6 +149,7 @@ class ModelSpec:
     slices: tuple[Slice, ...] = ()
     limitations: tuple[str, ...] = ()
     partition_keys: tuple[str, ...] = ()
+    threshold: float = 0.5
     trusted_types: tuple[str, ...] = ()
     package: str = ""
 
@@ -170,22 +177,68 @@ class ModelSpec:
         """Every metric of ``y_pred`` against ``y_true``."""
         return {m.name: float(m.function(y_true, y_pred)) for m in self.metrics}
 
+    @property
+    def classes(self) -> tuple[float, ...]:
+        """A classifier's classes, in its ``classes_`` order: the target's allowed values.
+
+        Empty for ``output="predict"``; (0, 1) for a classifier whose target
+        declares no ``allowed_values``.
+        """
+        return classes_of(self.contract, self.output)
+
     def predict(self, model: Any, rows: Any) -> np.ndarray:
-        """The served prediction of a fitted ``model`` for ``rows``."""
+        """What the metrics score: see :func:`predictions`."""
         return predictions(model, rows, self.output)
 
 
+def classes_of(contract: DataContract, output: str) -> tuple[float, ...]:
+    """The classes of a model with this contract and output (see :attr:`ModelSpec.classes`)."""
+    if output != "predict_proba":
+        return ()
+    allowed = contract.target.allowed_values
+    return tuple(sorted(float(v) for v in allowed)) if allowed else (0.0, 1.0)
+
+
 def predictions(model: Any, rows: Any, output: str) -> np.ndarray:
-    """``model``'s prediction for ``rows`` as a 1-D float array.
+    """``model``'s prediction for ``rows``, as floats.
 
     Args:
         model: A fitted scikit-learn estimator.
         rows: Feature matrix or DataFrame in contract order.
-        output: ``predict``, or ``predict_proba`` (probability of the last class).
+        output: ``predict``, or ``predict_proba``.
+
+    Returns:
+        ``predict``: one value per row. ``predict_proba``: a binary
+        classifier's probability of its last class, one per row; a
+        multi-class one's (rows, classes) matrix of probabilities.
     """
     if output == "predict_proba":
-        return np.asarray(model.predict_proba(rows), dtype=float)[:, -1]
+        probabilities = np.asarray(model.predict_proba(rows), dtype=float)
+        return probabilities[:, -1] if probabilities.shape[1] == 2 else probabilities
     return np.asarray(model.predict(rows), dtype=float).reshape(-1)
+
+
+def labels(predicted: np.ndarray, classes: Sequence[float], threshold: float) -> np.ndarray:
+    """Each row's class, from :func:`predictions` of a classifier.
+
+    A binary classifier's last class where its probability is at least
+    ``threshold``, else the first; a multi-class one's most probable class.
+    """
+    known = np.asarray(classes, dtype=float)
+    chosen: np.ndarray = (known[np.argmax(predicted, axis=1)] if predicted.ndim == 2
+                          else np.where(predicted >= threshold, known[-1], known[0]))
+    return chosen
+
+
+def point_predictions(predicted: np.ndarray, classes: Sequence[float]) -> np.ndarray:
+    """One number per row, as logged, counted on ``/metrics`` and watched for drift.
+
+    The prediction itself, except for a multi-class classifier: its label
+    (the probability matrix has no single column to watch).
+    """
+    if predicted.ndim == 2:
+        return labels(predicted, classes, 0.5)
+    return predicted
 
 
 def installed_models() -> dict[str, EntryPoint]:

@@ -212,7 +212,7 @@ def second_model(tmp_path_factory) -> Path:
     """The test model packages, installed into a directory of their own.
 
     The cancer classifier (entry point ``cancer``) and the tree ensembles
-    (``cancer-hgb``, ``diabetes-forest``). A real install (uv builds their
+    (``cancer-hgb``, ``diabetes-forest``, ``wine-hgb``). A real install (uv builds their
     wheels and writes their entry points), but kept out of the project's
     environment: only tests that put the directory on their path (and set
     MLOPS_MODEL) see these models.

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ml_service.spec import ModelSpec
+from ml_service.spec import ModelSpec, point_predictions
 from ml_service.training.config import MonitoringConfig
 
 Columns = dict[str, np.ndarray]
@@ -84,7 +84,8 @@ def columns(spec: ModelSpec, model: Any, training: pd.DataFrame,
     names = spec.contract.feature_names
     features = training[names]
     reference = {name: features[name].to_numpy() for name in names}
-    reference["prediction"] = spec.predict(model, features)
+    # A multi-class model's predicted class, as its scoring log records it.
+    reference["prediction"] = point_predictions(spec.predict(model, features), spec.classes)
     current = {name: logged[name].to_numpy() for name in [*names, "prediction"]}
     return reference, current
 

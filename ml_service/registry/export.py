@@ -94,6 +94,7 @@ def export_bundle(registry: Registry, version: int, directory: Path, spec: Model
         example=[list(row) for row in spec.example],
         runtime=runtime,
         trusted_types=list(spec.trusted_types),
+        threshold=spec.threshold,
     )
     metadata.write(directory)
     _mark(directory)

@@ -58,6 +58,9 @@ def smoke_test(url: str, version: int, expected: np.ndarray, rows: list[list[flo
     if served != version:
         raise ReleaseError(f"{url} serves version {served}, expected {version}")
     got = np.asarray(body.get("result"), dtype=float)
+    if expected.ndim == 2:  # multi-class: every class's probability, in the model's order
+        got = np.asarray([[row[k] for k in sorted(row, key=float)]
+                          for row in body.get("probabilities") or []], dtype=float)
     # The tolerance the bundle's compiled form was checked with (an image may
     # serve the model's ONNX form, equal to it up to rounding).
     if got.shape != expected.shape or not np.allclose(got, expected, rtol=PREDICTION_RTOL,

@@ -44,7 +44,7 @@ from ml_service.serving.metrics import MetricsMiddleware, ServiceMetrics
 from ml_service.serving.onnx_model import OnnxPredictor
 from ml_service.serving.model_set import ServedSet, SetIntegrityError
 from ml_service.serving.scoring import ScoreHandler, ScoreRoute
-from ml_service.serving.schema import score_request_schema
+from ml_service.serving.schema import score_request_schema, score_response_schema
 from ml_service.serving.scoring_log import ScoringLog
 from ml_service.serving.validation import RequestError
 from ml_service.settings import Settings
@@ -219,7 +219,10 @@ def create_app(settings: Settings | None = None, host: str | None = None) -> Fas
                                                    metadata.example_partition)}},
             }
         },
-        responses={401: {"description": "No API key, or one not accepted"},
+        responses={200: {"description": "One prediction per row",
+                         "content": {"application/json": {
+                             "schema": score_response_schema(metadata)}}},
+                   401: {"description": "No API key, or one not accepted"},
                    413: {"description": "Body or row count over the limit"},
                    415: {"description": "The body is not JSON"},
                    422: {"description": "A row breaks the data contract"},

@@ -30,7 +30,8 @@ from ml_service.serving.model_set import UnknownPartition
 from ml_service.serving.requests import CLIENT_CLOSED, check_row_count, media_type, reject_constant
 from ml_service.serving.scoring_log import Batch, ScoringLog, now_iso
 from ml_service.serving.validation import RequestError, RowValidator
-from ml_service.spec import predictions
+from ml_service.classification import label_text
+from ml_service.spec import labels, point_predictions, predictions
 
 if TYPE_CHECKING:
     from ml_service.bundle import BundleMetadata
@@ -60,6 +61,11 @@ def partition_key(keys: list[str], values: list[Any]) -> str:
     return "/".join(f"{k}={plain(v)}" for k, v in zip(keys, values, strict=True))
 
 
+def _number(value: float) -> int | float:
+    """A class as a JSON number: 2, not 2.0."""
+    return int(value) if float(value).is_integer() else float(value)
+
+
 def error_body(exc: RequestError) -> bytes:
     """The JSON error: ``detail`` for people, ``row``/``feature`` for programs."""
     return msgspec.json.encode(exc.as_json())
@@ -79,6 +85,10 @@ class ScoreHandler:
         self.validate = RowValidator(metadata.data_contract, settings.max_rows)
         self.busy = asyncio.Semaphore(settings.max_concurrent_scoring)
         self.model_ref = {"name": metadata.name, "version": metadata.version}
+        #: A classifier's classes: numbers in ``labels``, text as ``probabilities``' keys.
+        self.classes = metadata.classes
+        self.class_keys = [label_text(c) for c in self.classes]
+        self.class_values = [_number(c) for c in self.classes]
 
     async def respond(self, headers: Headers, receive: Any) -> tuple[int, bytes, Headers]:
         """(status, body, headers) of the answer to a request whose body ``receive`` yields."""
@@ -124,18 +134,31 @@ class ScoreHandler:
                 matrix, predicted, about = await run_in_threadpool(self.predict, body)
         request_id = given_id if _REQUEST_ID.fullmatch(given_id) else os.urandom(16).hex()
         values = about.pop("values", ())
+        point = point_predictions(predicted, self.classes)
         if self.scoring_log is not None and not self.scoring_log.submit(
-            Batch(request_id, now_iso(), matrix, predicted, values, about.get("source_version"),
+            Batch(request_id, now_iso(), matrix, point, values, about.get("source_version"),
                   key_id)
         ):
             self.metrics.log_refused.inc()
             return 503, (b'{"detail":"the scoring log is behind; retry shortly","row":null,'
                          b'"feature":null}'), [_JSON, (b"retry-after", b"1")]
-        self.metrics.rows.inc(len(predicted))
-        self.metrics.predictions.observe_many(predicted)
-        answer = {"result": predicted.tolist(), "model": {**self.model_ref, **about},
+        self.metrics.rows.inc(len(point))
+        self.metrics.predictions.observe_many(point)
+        answer = {"result": point.tolist(), "model": {**self.model_ref, **about},
                   "request_id": request_id}
+        if self.classes:
+            answer.update(self.classified(predicted))
         return 200, msgspec.json.encode(answer), [_JSON, (b"x-request-id", request_id.encode())]
+
+    def classified(self, predicted: np.ndarray) -> dict[str, Any]:
+        """A classifier's ``labels`` and each row's ``probabilities`` by class."""
+        chosen = labels(predicted, self.classes, self.metadata.threshold)
+        if predicted.ndim == 1:  # binary: the probability of the last class
+            predicted = np.column_stack((1.0 - predicted, predicted))
+        named = dict(zip(self.classes, self.class_values))
+        keys = self.class_keys
+        return {"labels": [named[c] for c in chosen.tolist()],
+                "probabilities": [dict(zip(keys, row)) for row in predicted.tolist()]}
 
     def predict(self, body: bytes) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         """(rows, predictions, what the answer says about the model) for a request body.

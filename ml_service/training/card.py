@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ml_service.model_card import SCHEMA
-from ml_service.spec import ModelSpec
+from ml_service.classification import per_class
+from ml_service.spec import ModelSpec, point_predictions
 from ml_service.training.config import PipelineConfig
 
 if TYPE_CHECKING:
@@ -21,6 +22,16 @@ def _stats(values: np.ndarray) -> dict[str, float]:
             else 0.0, "p5": float(p5), "p50": float(p50), "p95": float(p95)}
 
 
+def _classes(spec: ModelSpec, candidate: Candidate) -> dict[str, Any]:
+    """A classifier's figures per class on the holdout, and how its labels are decided."""
+    holdout = candidate.holdout
+    contract = candidate.contract
+    predicted = spec.predict(candidate.model, holdout[contract.feature_names])
+    return {"threshold": spec.threshold if len(spec.classes) == 2 else None,
+            "per_class": per_class(holdout[contract.target.name].to_numpy(), predicted,
+                                   spec.classes, spec.threshold)}
+
+
 def build_card(spec: ModelSpec, config: PipelineConfig, candidate: Candidate,
                result: PipelineResult, name: str, version: int, run_id: str, commit: str,
                dirty: bool) -> dict[str, Any]:
@@ -32,7 +43,8 @@ def build_card(spec: ModelSpec, config: PipelineConfig, candidate: Candidate,
     contract = candidate.contract
     features = candidate.frame[contract.feature_names]
     baseline = {name: _stats(features[name].to_numpy()) for name in contract.feature_names}
-    baseline["prediction"] = _stats(spec.predict(candidate.model, features))
+    baseline["prediction"] = _stats(point_predictions(spec.predict(candidate.model, features),
+                                                      spec.classes))
     estimator = type(candidate.model)
     steps = getattr(candidate.model, "steps", None)
     described = " → ".join(type(step).__name__ for _, step in steps) if steps else \
@@ -53,6 +65,7 @@ def build_card(spec: ModelSpec, config: PipelineConfig, candidate: Candidate,
             "higher_is_better": [m.name for m in spec.metrics if m.greater_is_better],
             "champion": result.champion, "champion_version": result.champion_version,
             "improvement": result.improvement, "slices": result.slices,
+            **({"classes": _classes(spec, candidate)} if spec.classes else {}),
         },
         "data": {
             "name": contract.name, "digest": candidate.digest, "rows": len(candidate.frame),

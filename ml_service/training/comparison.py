@@ -104,7 +104,8 @@ def paired_improvement(y_true: np.ndarray, candidate: np.ndarray, champion: np.n
 
     Args:
         y_true: Holdout targets.
-        candidate: The candidate's served predictions for those rows.
+        candidate: The candidate's predictions for those rows (what
+            :meth:`ml_service.spec.ModelSpec.predict` returns).
         champion: The champion's, for the same rows in the same order.
         metric: The primary metric (its function and direction).
         confidence: Two-sided confidence level of the interval.
@@ -116,6 +117,7 @@ def paired_improvement(y_true: np.ndarray, candidate: np.ndarray, champion: np.n
     y_true, candidate, champion = (np.asarray(a, dtype=float) for a in
                                    (y_true, candidate, champion))
     higher = metric.greater_is_better
+    rows = np.arange(len(y_true))
 
     def gain(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
         try:
@@ -129,8 +131,11 @@ def paired_improvement(y_true: np.ndarray, candidate: np.ndarray, champion: np.n
         warnings.simplefilter("ignore")  # degenerate (re)samples give NaN, judged by `known`
         point = gain(y_true, candidate, champion)
         if len(y_true) >= 2:
+            # Resampled rows, not values: a multi-class model's predictions are
+            # a (rows, classes) matrix, resampled a row at a time like the targets.
             result = bootstrap(
-                (y_true, candidate, champion), gain, paired=True, vectorized=False,
+                (rows,), lambda i: gain(y_true[i], candidate[i], champion[i]),
+                vectorized=False,
                 n_resamples=resamples, confidence_level=confidence, method="percentile",
                 rng=np.random.default_rng(seed),
             )

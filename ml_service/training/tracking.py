@@ -103,7 +103,11 @@ def log_and_register(registry: Registry, spec: ModelSpec, config: PipelineConfig
             mlflow.sklearn.save_model(
                 candidate.model,
                 str(local / "model"),
-                signature=model_signature(contract),
+                signature=model_signature(contract, spec.classes),
+                # What the MLflow model returns when loaded as a pyfunc: a
+                # classifier's probabilities (one column per class, as the
+                # signature says), a regressor's predictions.
+                pyfunc_predict_fn=spec.output,
                 input_example=features.head(3).astype(float),
                 pip_requirements=_pip_requirements(),
                 # Beyond skops' defaults: exactly the spec's reviewed list.
@@ -201,14 +205,23 @@ def _own_model_loadable() -> Iterator[None]:
             os.environ[name] = before
 
 
-def model_signature(contract: DataContract) -> ModelSignature:
-    """MLflow signature derived from the data contract: named doubles in, one double out."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
+def model_signature(contract: DataContract, classes: tuple[float, ...] = ()) -> ModelSignature:
+    """MLflow signature derived from the data contract: named doubles in.
 
+    Out: one double (a regressor's prediction), or a classifier's probability
+    of each class, one double column per class named ``probability_<class>``.
+    """
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema, TensorSpec
+
+    from ml_service.classification import label_text
+
+    outputs: list[ColSpec | TensorSpec] = (
+        [ColSpec("double", f"probability_{label_text(c)}") for c in classes] if classes
+        else [ColSpec("double")])
     return ModelSignature(
         inputs=Schema([ColSpec("double", name) for name in contract.feature_names]),
-        outputs=Schema([ColSpec("double")]),
+        outputs=Schema(outputs),
     )
 
 

@@ -1,11 +1,11 @@
 """A team's own models through image, release and promotion, by the same make targets.
 
 The tree ensembles of tests/models/tree_models: a HistGradientBoosting
-classifier and a RandomForest regressor, whose specs trust the skops types
-their trees need. The image is the same scoring image: it carries the model's
-bundle, whose signed metadata holds its contract, output and trusted types,
-and needs no model package. (The logistic-regression classifier's ONNX form is
-served in tests/integration/test_second_model.py.)
+classifier of three classes (wine-hgb) and a RandomForest regressor, whose
+specs trust the skops types their trees need. The image is the same scoring
+image: it carries the model's bundle, whose signed metadata holds its contract,
+output and trusted types, and needs no model package. (The logistic-regression
+classifier's ONNX form is served in tests/integration/test_second_model.py.)
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ pytestmark = pytest.mark.e2e
 #: A team's models that skops does not trust by default (their spec's trusted_types),
 #: served by scikit-learn in the image: (data file, contract, output, a bad row's message).
 TEAM_MODELS = {
-    "cancer-hgb": ("breast_cancer.csv", "breast_cancer", "predict_proba",
-                   "expected 8 values (radius"),
+    "wine-hgb": ("wine.csv", "wine", "predict_proba", "expected 13 values (alcohol"),
     "diabetes-forest": ("diabetes.csv", "diabetes", "predict", "expected 10 values (age"),
 }
 
@@ -52,6 +51,13 @@ def test_a_tree_model_gets_an_image_passes_qa_and_is_promoted(env, second_model,
     bad = requests.post(f"http://127.0.0.1:{port}/score", json={"data": [[1.0] * 7]},
                         headers=AUTH, timeout=5)
     assert bad.status_code == 422 and short in bad.json()["detail"]
+    answer = requests.post(f"http://127.0.0.1:{port}/score",
+                           json={"data": metadata["example"]}, headers=AUTH, timeout=5).json()
+    if output == "predict_proba":  # each row's class, and every class's probability
+        assert answer["labels"] == answer["result"] == [0, 1, 2]
+        assert [sorted(row) for row in answer["probabilities"]] == [["0", "1", "2"]] * 3
+    else:
+        assert "labels" not in answer and len(answer["result"]) == len(metadata["example"])
     # Drift on what QA scored, read from the stage's log volume.
     import pandas as pd
 
@@ -64,9 +70,9 @@ def test_a_tree_model_gets_an_image_passes_qa_and_is_promoted(env, second_model,
     reports = tmp_path / "drift"
     drift = make(env, "drift", "STAGE=qa", f"ARGS=--out {reports}")
     assert drift.returncode in (0, 2) and (reports / "drift.json").is_file(), drift.stderr
-    # The 150 rows scored here and the example rows of the release's smoke test.
+    # The 150 rows scored here and the example rows of this test and the release's smoke test.
     assert json.loads((reports / "drift.json").read_text())["current_rows"] == (
-        150 + len(metadata["example"]))
+        150 + 2 * len(metadata["example"]))
     ok(make(env, "promote"))
     assert alias(env, "production") == 1
     assert CANCER_PACKAGE.is_dir() and TREE_PACKAGE.is_dir()

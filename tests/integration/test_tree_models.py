@@ -1,7 +1,8 @@
 """Tree ensembles a team brings, through every step, with no change in ml_service.
 
-Two test models (tests/models/tree_models): a HistGradientBoosting classifier
-on the breast-cancer data and a RandomForest regressor on the diabetes data.
+Three test models (tests/models/tree_models): HistGradientBoosting classifiers
+on the breast-cancer data (binary) and the wine data (three classes), and a
+RandomForest regressor on the diabetes data.
 Their fitted trees are types skops does not trust by default; each spec
 declares exactly the type it needs (``trusted_types``), and check,
 registration, the gate, bundle, serving and drift trust that and no more.
@@ -25,6 +26,8 @@ MODELS = {
     "cancer-hgb": ("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
                    "breast_cancer.csv"),
     "diabetes-forest": ("sklearn.tree._tree.Tree", "diabetes.csv"),
+    "wine-hgb": ("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+                 "wine.csv"),
 }
 
 
@@ -106,8 +109,14 @@ def test_registered_serves_and_the_gate_compares_it(registered, tree, workdir):
     assert response.status_code == 200, response.text
     model = connect(model_settings(model_spec), model_spec.trusted_types).load_model(2)
     frame = pd.DataFrame(example, columns=model_spec.contract.feature_names)
-    np.testing.assert_allclose(response.json()["result"], model_spec.predict(model, frame),
-                               rtol=1e-12)
+    expected = model_spec.predict(model, frame)
+    answer = response.json()
+    if expected.ndim == 2:  # multi-class: each class's probability, and the likeliest class
+        served = [[row[k] for k in ("0", "1", "2")] for row in answer["probabilities"]]
+        np.testing.assert_allclose(served, expected, rtol=1e-12)
+        assert answer["labels"] == answer["result"] == expected.argmax(axis=1).tolist()
+    else:
+        np.testing.assert_allclose(answer["result"], expected, rtol=1e-12)
 
 
 def test_a_bundle_naming_fewer_types_than_its_model_needs_does_not_start(registered, workdir):
@@ -145,4 +154,4 @@ def test_drift_reads_the_trees_scoring_log(registered, tree, workdir):
     result = registered("drift", "--logs", str(workdir / "log"), "--out", str(workdir / "drift"))
     assert result.exit_code == 0, result.output
     report = json.loads((workdir / "drift" / "drift.json").read_text())
-    assert report["current_rows"] == 300 and report["drifted"] == []
+    assert report["current_rows"] == len(data) and report["drifted"] == []

@@ -92,3 +92,58 @@ class _NaNModel(BaseEstimator):
         import numpy as np
 
         return np.full(len(X), np.nan)
+
+
+def _classifier(target: Feature, **changes):
+    """The diabetes spec as a classifier of its target's classes (a logistic regression)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    contract = replace(CONTRACT, target=target)
+    # Named as the example's config gates (any number does here).
+    first = lambda y, p: float(p.ravel()[0])  # noqa: E731
+    return replace(SPEC, contract=contract, output="predict_proba", metrics=(
+        Metric("rmse", first, greater_is_better=False), Metric("r2", first, True)),
+        build_estimator=lambda params: make_pipeline(StandardScaler(), LogisticRegression()),
+        config_path=SPEC.config_path, **changes)
+
+
+def test_a_threshold_outside_zero_and_one_and_a_single_class_are_caught():
+    one_class = Feature("target", "one class", 0, 1, (0, 1), allowed_values=(1.0, 1.0))
+    found = problems(_classifier(one_class, threshold=1.0))
+    assert [p for p in found if p.startswith("output")] == [
+        "output and prediction range: threshold 1.0 must be a probability strictly between "
+        "0 and 1"]
+    found = problems(_classifier(one_class))
+    assert [p for p in found if p.startswith("output")] == [
+        "output and prediction range: a classifier's target target must allow at least two "
+        "distinct classes (its allowed_values), got [1.0, 1.0]"]
+
+
+def test_classes_the_data_does_not_hold_are_caught():
+    """The target allows four classes, the example dataset has three: classes_ differ."""
+    from sklearn.datasets import load_wine
+
+    frame = load_wine(as_frame=True).frame
+    four = Feature("target", "cultivar", 0, 3, (0, 2), allowed_values=(0.0, 1.0, 2.0, 3.0))
+    features = tuple(Feature(c, c, 0, 5000, (0, 5000)) for c in frame.columns[:-1])
+    contract = replace(CONTRACT, features=features, target=four)
+    spec = replace(_classifier(four), contract=contract, example=(tuple(frame.iloc[0, :-1]),),
+                   reference_data=lambda: frame, slices=())
+    with pytest.raises(SpecError) as failed:
+        check_spec(spec)
+    assert failed.value.problems == [
+        "fit, score and save the example dataset: predict_proba() gave shape (178, 3), "
+        "expected (178, 4)"]
+
+
+def test_a_multiclass_many_models_set_is_refused():
+    from sales_forecast.spec import SPEC as SALES
+
+    three = Feature("units", "a class", 0, 2, (0, 2), allowed_values=(0.0, 1.0, 2.0))
+    spec = replace(SALES, contract=replace(SALES.contract, target=three),
+                   output="predict_proba")
+    found = [p for p in problems(spec) if p.startswith("output")]
+    assert found == ["output and prediction range: a many-models set serves one number per "
+                     "row: multi-class partition models are not supported yet"]

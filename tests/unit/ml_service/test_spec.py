@@ -116,3 +116,54 @@ def test_predictions_of_a_classifier_are_the_probability_of_the_last_class():
 
     assert spec_module.predictions(Model(), None, "predict_proba").tolist() == [0.8, 0.1]
     assert spec_module.predictions(Model(), None, "predict").tolist() == [1.0, 0.0]
+
+
+def test_classifier_predictions_labels_and_the_one_number_logged_per_row():
+    import numpy as np
+
+    from ml_service.spec import classes_of, labels, point_predictions, predictions
+
+    class Three:
+        def predict_proba(self, rows):
+            return np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
+
+    class Two:
+        def predict_proba(self, rows):
+            return np.array([[0.4, 0.6], [0.8, 0.2]])
+
+    matrix = predictions(Three(), None, "predict_proba")
+    assert matrix.shape == (2, 3)  # a multi-class model's every probability
+    assert labels(matrix, (0.0, 1.0, 2.0), 0.5).tolist() == [0.0, 2.0]
+    assert point_predictions(matrix, (0.0, 1.0, 2.0)).tolist() == [0.0, 2.0]
+    p = predictions(Two(), None, "predict_proba")
+    assert p.tolist() == [0.6, 0.2]  # a binary one's probability of its last class
+    assert labels(p, (3.0, 7.0), 0.5).tolist() == [7.0, 3.0]
+    assert labels(p, (3.0, 7.0), 0.65).tolist() == [3.0, 3.0]  # the spec's threshold
+    assert point_predictions(p, (3.0, 7.0)).tolist() == [0.6, 0.2]
+    target = replace(CONTRACT.target, allowed_values=(2.0, 0.0, 1.0))
+    assert classes_of(replace(CONTRACT, target=target), "predict_proba") == (0.0, 1.0, 2.0)
+    assert classes_of(CONTRACT, "predict_proba") == (0.0, 1.0)
+    assert classes_of(CONTRACT, "predict") == ()
+
+
+def test_multiclass_metrics_score_the_probability_matrix():
+    import numpy as np
+
+    from ml_service.classification import multiclass_metrics, per_class
+
+    y = np.array([0, 1, 2, 2])
+    p = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7], [0.5, 0.1, 0.4]])
+    scores = {m.name: m.function(y, p) for m in multiclass_metrics((0, 1, 2))}
+    assert scores["accuracy"] == 0.75
+    assert scores["log_loss"] == pytest.approx(-np.mean(np.log([0.8, 0.7, 0.7, 0.4])))
+    # F1 of class 0 (precision 1/2, recall 1) and 2 (1, 1/2) is 2/3; of class 1, 1.
+    assert scores["macro_f1"] == pytest.approx((2 / 3 + 1 + 2 / 3) / 3)
+    # Every class's own probability ranks its rows above all others: AUC 1 each.
+    assert scores["roc_auc_ovr"] == 1.0
+    directions = {m.name: m.greater_is_better for m in multiclass_metrics((0, 1, 2))}
+    assert directions == {"log_loss": False, "macro_f1": True, "roc_auc_ovr": True,
+                          "accuracy": True}
+    rows = per_class(y, p, (0.0, 1.0, 2.0), 0.5)
+    assert [(r["class"], r["support"], r["predicted"]) for r in rows] == [
+        ("0", 1, 2), ("1", 1, 1), ("2", 2, 1)]
+    assert rows[2]["recall"] == 0.5 and rows[0]["precision"] == 0.5
