@@ -12,6 +12,7 @@ The Docker steps (image, release) are in tests/e2e/test_second_model.py.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -155,3 +156,39 @@ def test_drift_reads_the_trees_scoring_log(registered, tree, workdir):
     assert result.exit_code == 0, result.output
     report = json.loads((workdir / "drift" / "drift.json").read_text())
     assert report["current_rows"] == len(data) and report["drifted"] == []
+
+
+TREE = "sklearn.tree._tree.Tree"
+HIST = "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
+
+
+@pytest.mark.parametrize("family,needs", [("HistGradientBoosting", HIST),
+                                          ("RandomForest", TREE), ("GradientBoosting", TREE),
+                                          ("ExtraTrees", TREE)])
+@pytest.mark.parametrize("kind", ["Classifier", "Regressor"])
+def test_every_tree_ensemble_passes_check_and_loads_with_the_one_type_it_declares(
+        family, needs, kind, second_model, tmp_path, monkeypatch):
+    """Each of scikit-learn's ensembles, as a team would plug it in: a classifier of the
+    three wine cultivars, a regressor of diabetes progression; the README's table."""
+    from sklearn import ensemble
+
+    from ml_service.bundle import load_skops
+    from ml_service.conformance import SpecError, check_spec
+
+    import skops.io
+
+    monkeypatch.syspath_prepend(str(second_model))
+    base = spec("wine-hgb" if kind == "Classifier" else "diabetes")
+    size = {"max_iter": 20} if family == "HistGradientBoosting" else {"n_estimators": 20}
+    estimator = getattr(ensemble, family + kind)
+    team = replace(base, build_estimator=lambda params: estimator(random_state=0, **size),
+                   trusted_types=(needs,))
+    assert "fit, score and save the example dataset" in check_spec(team)
+    with pytest.raises(SpecError, match=re.escape(f"ModelSpec(trusted_types=('{needs}',))")):
+        check_spec(replace(team, trusted_types=()))
+    frame = team.reference_data()
+    features = frame[team.contract.feature_names]
+    model = team.build_estimator({}).fit(features, frame[team.contract.target.name])
+    skops.io.dump(model, tmp_path / "model.skops")
+    loaded = load_skops(tmp_path / "model.skops", "the model", team.trusted_types)
+    np.testing.assert_array_equal(team.predict(loaded, features), team.predict(model, features))
