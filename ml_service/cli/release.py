@@ -94,6 +94,7 @@ def release(
     from ml_service.release.engine import docker_client
     from ml_service.release.image import build_image, image_exists, push_image
     from ml_service.release.promotion import release_qa
+    from ml_service import signing
     from ml_service.release.supply_chain import DockerInspector
 
     settings, spec, registry = connected()
@@ -106,8 +107,9 @@ def release(
     image = image_id
     if settings.deploy_target == "kubernetes":  # a cluster pulls by digest: push first
         image = push_image(settings, registry, chosen, client)
+    inspector = DockerInspector(client, settings.signing_trusted, signing.signer(settings))
     deployment = release_qa(registry, target, chosen, image, _smoke(settings, spec, registry),
-                            DockerInspector(client, settings.signing_trusted))
+                            inspector)
     out.print(
         f"[green]QA passed[/]: version {chosen} serves at {deployment.url} "
         f"({deployment.container}, image {image[:60]}); alias 'qa' set"

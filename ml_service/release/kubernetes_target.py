@@ -37,6 +37,8 @@ CONTAINER = "scoring"
 VERSION_ANNOTATION = "mlops-template.io/model-version"
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 _FORWARDING = re.compile(r"Forwarding from 127\.0\.0\.1:(\d+)")
+#: An image reference pinned by digest: ``<name>@sha256:<64 hex>``.
+DIGEST_REF = re.compile(r"[^\s@]+@sha256:[0-9a-f]{64}")
 
 
 class KubernetesTarget:
@@ -54,10 +56,16 @@ class KubernetesTarget:
         """The pushed digest of ``version``'s image (tag ``image.ref``).
 
         Raises:
-            ReleaseError: If the image was never pushed: a cluster pulls images
-                from a registry, by digest.
+            ReleaseError: If the image was never pushed (a cluster pulls images
+                from a registry, by digest), or the record names no digest: a
+                tag can be moved between the checks and the pull.
         """
         ref = tags.get("image.ref")
+        if ref and not DIGEST_REF.fullmatch(ref):
+            raise ReleaseError(
+                f"version {version}'s image reference {ref[:100]!r} is not pinned by digest "
+                "(<name>@sha256:<64 hex digits>): a tag can be moved after it is checked, so "
+                "the cluster is never given one; nothing was deployed")
         if not ref:
             built = "built" if tags.get("image.id") else "not even built"
             raise ReleaseError(

@@ -13,8 +13,10 @@ Promotion runs the exact image that passed QA (the one recorded on the
 version), never a rebuild. With an :class:`~ml_service.release.supply_chain.ImageInspector`,
 QA and production first verify the image's bundle against the signing keys
 the repository trusts (and that it is the version being deployed); QA also
-records the hashes of that image's SBOM and model file, and production (or a
-rollback) refuses an image whose hashes differ, before deploying anything.
+signs a record of the image it passed (its ID, the hashes of its SBOM and
+model file), and production (or a rollback) refuses, before deploying
+anything, unless that record verifies against the trusted keys and the image
+about to run matches it.
 
 A release run names what it deploys: :func:`promote` with a version *and* the
 digest its QA job pushed deploys ``<name>@<digest>`` of exactly that version,
@@ -58,8 +60,8 @@ def release_qa(registry: ReleaseRegistry, target: DeployTarget, version: int, im
                smoke_for: SmokeFactory, inspector: ImageInspector | None = None) -> Deployment:
     """Replace the QA instance with ``image``, smoke-test it, then set alias ``qa``.
 
-    With ``inspector``, the hashes of the image's SBOM and model file are
-    recorded on the version (``qa.sbom.sha256``, ``qa.model.sha256``) first.
+    With ``inspector``, the signed record of the image that passed (see
+    :mod:`ml_service.release.supply_chain`) is recorded on the version.
 
     Raises:
         ReleaseError: If the smoke test fails; alias ``qa`` is unchanged.
@@ -72,7 +74,9 @@ def release_qa(registry: ReleaseRegistry, target: DeployTarget, version: int, im
     except ReleaseError as exc:
         raise ReleaseError(f"QA smoke test failed for version {version}: {exc}") from None
     if inspector is not None:
-        record_qa(registry.set_version_tag, version, inspector.evidence(image))
+        evidence = inspector.evidence(image)
+        record_qa(registry.set_version_tag, version, evidence,
+                  inspector.seal(registry.name, version, evidence))
     registry.set_alias("qa", version)
     return deployment
 
@@ -150,7 +154,8 @@ def _deploy_production(registry: ReleaseRegistry, target: DeployTarget,
         require_qa_record(version, tags)
     if inspector is not None:
         inspector.check_signed(image, registry.name, version)
-        check_evidence(version, tags, inspector.evidence(image), image)
+        signed = inspector.signed_evidence(registry.name, version, tags)
+        check_evidence(version, signed, inspector.evidence(image), image)
     try:
         deployment = target.deploy("production", version, image, smoke_for(version),
                                    keep_previous=True)

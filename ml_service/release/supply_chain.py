@@ -8,11 +8,18 @@ straight from an image, without running it, and hashes them:
 - at build, the SBOM is stored with the model version (run artifact
   ``sbom/scoring.cdx.json``, tag ``image.sbom.sha256``) and written to
   ``reports/sbom.cdx.json`` (the file the release workflow attests);
-- when QA passes, the hashes of the image that passed are recorded on the
-  version (``qa.sbom.sha256``, ``qa.model.sha256``: the served model file,
-  the ONNX form when the bundle has one);
-- before production (or a rollback) deploys anything, the image about to run
-  is read again and must match that record (:func:`check_evidence`);
+- when QA passes, the evidence of the image that passed (the image ID, which
+  is the digest of its configuration and so covers every layer; the hashes
+  of its SBOM and of the served model file, the ONNX form when the bundle has
+  one) is signed with the pipeline's key and recorded on the version (tags
+  ``qa.record`` and ``qa.record.sig``; ``qa.sbom.sha256`` and
+  ``qa.model.sha256`` repeat two of them for people);
+- before production (or a rollback) deploys anything, that record must verify
+  against the keys the repository trusts and name this model and version, and
+  the image about to run is read again and must match it
+  (:func:`check_evidence`): a registry writer can rewrite tags, not sign them,
+  so an image built on top of a genuine one (same bundle, same SBOM, other
+  code) is refused;
 - before QA or production deploys an image, its bundle must verify against
   the signing keys this repository trusts (not the ones the image carries)
   and be the model version being deployed (:meth:`DockerInspector.check_signed`):
@@ -46,8 +53,15 @@ logger = logging.getLogger(__name__)
 
 SBOM_PATH = "/opt/sbom/scoring.cdx.json"
 MODEL_DIR = "/opt/model"
-#: The evidence keys: recorded as ``qa.<key>`` version tags.
+#: The evidence keys shown as ``qa.<key>`` version tags.
 KEYS = ("sbom.sha256", "model.sha256")
+#: Everything the signed QA record vouches for: the image ID too.
+EVIDENCE = ("image.id", *KEYS)
+#: The version tags of the signed QA record: the statement and its signature.
+RECORD_TAG = "qa.record"
+RECORD_SIGNATURE_TAG = "qa.record.sig"
+RECORD_FILE = "qa-record.json"
+RECORD_SCHEMA = "mlops-template/qa-record/v1"
 #: An image digest as a release run passes it between jobs.
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
@@ -56,48 +70,113 @@ class ImageInspector(Protocol):
     """Reads an image's evidence (the port the promotion state machine uses)."""
 
     def evidence(self, image: str) -> dict[str, str]:
-        """SHA-256 of the image's SBOM and model file, by :data:`KEYS`."""
+        """The image's ID and the SHA-256 of its SBOM and model file, by :data:`EVIDENCE`."""
 
     def check_signed(self, image: str, name: str, version: int) -> None:
         """Raise ReleaseError unless the image's bundle is ``name`` version ``version``,
         signed by a key the repository trusts."""
 
+    def seal(self, name: str, version: int, evidence: Mapping[str, str]) -> dict[str, str]:
+        """The signed QA record of ``evidence``, as version tags (:data:`RECORD_TAG`...)."""
 
-def record_qa(tags_setter: Any, version: int, evidence: Mapping[str, str]) -> None:
-    """Record the evidence of the image that passed QA on ``version``."""
+    def signed_evidence(self, name: str, version: int, tags: Mapping[str, str]) -> dict[str, str]:
+        """The evidence QA signed for ``name`` version ``version``.
+
+        Raises ReleaseError unless the record verifies against the trusted keys
+        and names that model and version."""
+
+
+def record_qa(tags_setter: Any, version: int, evidence: Mapping[str, str],
+              sealed: Mapping[str, str]) -> None:
+    """Record the signed evidence of the image that passed QA on ``version``."""
     for key in KEYS:
         tags_setter(version, f"qa.{key}", evidence[key])
+    for key, value in sealed.items():
+        tags_setter(version, key, value)
 
 
-def check_evidence(version: int, tags: Mapping[str, str], evidence: Mapping[str, str],
+def check_evidence(version: int, signed: Mapping[str, str], evidence: Mapping[str, str],
                    image: str) -> None:
-    """Raise unless ``evidence`` of ``image`` equals what QA recorded for ``version``.
+    """Raise unless ``evidence`` of ``image`` equals what QA signed for ``version``.
 
     Raises:
-        ReleaseError: If QA recorded nothing, or the SBOM or model differ.
+        ReleaseError: If the image, its SBOM or its model differ.
     """
-    require_qa_record(version, tags)
-    for key in KEYS:
-        what = "SBOM" if key.startswith("sbom") else "model file"
-        if evidence[key] != tags[f"qa.{key}"]:
+    names = {"image.id": "image ID", "sbom.sha256": "SBOM", "model.sha256": "model file"}
+    for key in EVIDENCE:
+        mine, theirs = str(evidence.get(key, "")), str(signed.get(key, ""))
+        if mine != theirs:
+            shown = mine.removeprefix("sha256:")[:12]
             raise ReleaseError(
-                f"image {image[:70]}'s {what} (sha256 {evidence[key][:12]}) is not the one "
-                f"QA recorded for version {version} ({tags[f'qa.{key}'][:12]}): refusing to "
-                "deploy an image QA did not test; nothing was deployed")
+                f"image {image[:70]}'s {names[key]} ({shown or 'unknown'}) is not the one QA "
+                f"signed for version {version} ({theirs.removeprefix('sha256:')[:12]}): "
+                "refusing to deploy an image QA did not test; nothing was deployed")
 
 
 def require_qa_record(version: int, tags: Mapping[str, str]) -> None:
-    """Raise unless QA recorded the SBOM and model hashes of ``version``'s image.
+    """Raise unless QA recorded a signed record of ``version``'s image.
 
     Raises:
         ReleaseError: If it did not: the version never passed QA, or passed
-            before the hashes were recorded.
+            before records were signed.
     """
-    if any(not tags.get(f"qa.{key}") for key in KEYS):
+    if not tags.get(RECORD_TAG) or not tags.get(RECORD_SIGNATURE_TAG):
         raise ReleaseError(
-            f"version {version} has no QA record of its image's SBOM and model hash (it did "
-            "not pass QA, or passed before they were recorded): run `mlops release --version "
+            f"version {version} has no signed QA record of its image (it did not pass QA, "
+            "or passed before QA signed what it tested): run `mlops release --version "
             f"{version}` again; nothing was deployed")
+
+
+def qa_statement(name: str, version: int, evidence: Mapping[str, str]) -> str:
+    """The QA record's text: the model, version and evidence, in one canonical form."""
+    return json.dumps({"schema": RECORD_SCHEMA, "model": name, "version": int(version),
+                       "evidence": {k: str(evidence[k]) for k in EVIDENCE}},
+                      sort_keys=True, indent=1) + "\n"
+
+
+def seal_record(signer: Any, name: str, version: int,
+                evidence: Mapping[str, str]) -> dict[str, str]:
+    """Sign the QA record with ``signer`` (:class:`ml_service.signing.Signer`); its tags."""
+    import tempfile
+
+    from ml_service.signing import SIGNATURE_FILE
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / RECORD_FILE).write_text(qa_statement(name, version, evidence))
+        signer.sign(folder)
+        return {RECORD_TAG: (folder / RECORD_FILE).read_text(),
+                RECORD_SIGNATURE_TAG: (folder / SIGNATURE_FILE).read_text()}
+
+
+def open_record(name: str, version: int, tags: Mapping[str, str],
+                trusted: Path | None) -> dict[str, str]:
+    """The evidence of ``version``'s QA record, verified against the ``trusted`` keys.
+
+    Raises:
+        ReleaseError: If there is none, it does not verify, or it is another
+            model's or version's record.
+    """
+    import tempfile
+
+    from ml_service.signing import SIGNATURE_FILE, SignatureError, verify
+
+    require_qa_record(version, tags)
+    what = f"the QA record of {name} version {version}"
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / RECORD_FILE).write_text(tags[RECORD_TAG])
+        (folder / SIGNATURE_FILE).write_text(tags[RECORD_SIGNATURE_TAG])
+        try:
+            verify(folder, what, trusted)
+        except SignatureError as exc:
+            raise ReleaseError(f"{exc}; nothing was deployed") from None
+    record = json.loads(tags[RECORD_TAG])
+    if (record.get("schema"), record.get("model"), record.get("version")) != (
+            RECORD_SCHEMA, name, int(version)):
+        raise ReleaseError(f"{what} is signed, but for {record.get('model')} version "
+                           f"{record.get('version')}: refusing; nothing was deployed")
+    return {str(k): str(v) for k, v in record["evidence"].items()}
 
 
 def check_digest(digest: str) -> str:
@@ -152,9 +231,11 @@ class DockerInspector:
     repository's, ``infra/signing/trusted``).
     """
 
-    def __init__(self, client: Any = None, trusted: Path | None = None):
+    def __init__(self, client: Any = None, trusted: Path | None = None, signer: Any = None):
         self._client = client
         self.trusted = trusted
+        #: Signs QA records (:class:`ml_service.signing.Signer`); only QA needs one.
+        self.signer = signer
 
     @property
     def client(self) -> Any:
@@ -250,7 +331,7 @@ class DockerInspector:
         return self.read(image, SBOM_PATH)
 
     def evidence(self, image: str) -> dict[str, str]:
-        """SHA-256 of the image's SBOM and of the model file it serves.
+        """The image's ID, and the SHA-256 of its SBOM and of the model file it serves.
 
         The served file is the bundle's ONNX form when it has one, else the
         model file; each file in the bundle must match the hash its own
@@ -270,7 +351,19 @@ class DockerInspector:
             if served != expected:
                 raise ReleaseError(f"image {image[:70]}'s {name} does not match its own "
                                    f"metadata ({served[:12]} != {str(expected)[:12]})")
-        return {"sbom.sha256": sha256(self.sbom(image)), "model.sha256": served}
+        image_id = str(self.client.images.get(self._local(image)).id)
+        return {"image.id": image_id, "sbom.sha256": sha256(self.sbom(image)),
+                "model.sha256": served}
+
+    def seal(self, name: str, version: int, evidence: Mapping[str, str]) -> dict[str, str]:
+        """The QA record of ``evidence``, signed with the pipeline's key."""
+        if self.signer is None:
+            raise ReleaseError("QA cannot sign what it tested: no signing key was given")
+        return seal_record(self.signer, name, version, evidence)
+
+    def signed_evidence(self, name: str, version: int, tags: Mapping[str, str]) -> dict[str, str]:
+        """The evidence of ``version``'s QA record, verified against the trusted keys."""
+        return open_record(name, version, tags, self.trusted)
 
 
 def plain_members(archive: tarfile.TarFile, where: str, path: str) -> list[tarfile.TarInfo]:

@@ -24,7 +24,7 @@ import yaml
 from mlflow import MlflowClient
 
 from ml_service.bundle import sha256_file
-from ml_service.release.supply_chain import DockerInspector
+from ml_service.release.supply_chain import DockerInspector, seal_record
 from ml_service.serving.auth import key_id, new_key
 from tests.conftest import REPO, write_config
 from tests.e2e.conftest import API_KEY, AUTH
@@ -122,10 +122,14 @@ def test_release_promote_replace_fail_safely_and_roll_back(env, tmp_path, docker
     run = registry(env).get_run(v1.run_id)
     assert card["evaluation"]["metrics"] == {k: run.data.metrics[k] for k in
                                              card["evaluation"]["metrics"]}
-    # ... and QA recorded what it tested: the image's SBOM and model hashes.
+    # ... and QA recorded what it tested, signed: the image, its SBOM and model hashes.
     assert v1.tags["qa.sbom.sha256"] == v1.tags["image.sbom.sha256"]
     metadata = json.loads(_read(docker_client, image_v1, "/opt/model/metadata.json"))
     assert v1.tags["qa.model.sha256"] == metadata["runtime"]["sha256"]  # the file it serves
+    record = json.loads(v1.tags["qa.record"])
+    assert record["evidence"] == {"image.id": image_v1, "sbom.sha256": v1.tags["qa.sbom.sha256"],
+                                  "model.sha256": v1.tags["qa.model.sha256"]}
+    assert (record["model"], record["version"]) == (env["MLOPS_MODEL_NAME"], 1)
     ok(make(env, "promote"))
     assert alias(env, "production") == 1 and served_version(env["MLOPS_PRODUCTION_PORT"]) == 1
     production = docker_client.containers.get(f"{env['MLOPS_MODEL_NAME']}-production")
@@ -159,18 +163,37 @@ def test_release_promote_replace_fail_safely_and_roll_back(env, tmp_path, docker
     client.set_registered_model_alias(name, "qa", "3")
     # Not an image QA tested: refused before anything is deployed.
     result = make(env, "promote")
-    assert result.returncode != 0 and "version 3 has no QA record" in result.stderr
+    assert result.returncode != 0 and "version 3 has no signed QA record" in result.stderr
+    # A registry writer copies v2's signed record onto v3 ...
     v2_tags = client.get_model_version(name, "2").tags
-    for key in ("qa.sbom.sha256", "qa.model.sha256"):  # QA recorded v2's image, not this one
+    for key in ("qa.record", "qa.record.sig"):
         client.set_model_version_tag(name, "3", key, v2_tags[key])
     result = make(env, "promote")
     assert result.returncode != 0
-    assert "model file" in result.stderr and "is not the one QA recorded for version 3" in \
+    assert f"is signed, but for {name} version 2" in result.stderr
+    # ... or rewrites it to name v3 and this image: the signature no longer matches.
+    forged = json.loads(v2_tags["qa.record"])
+    forged.update(version=3, evidence=DockerInspector(docker_client).evidence(broken))
+    client.set_model_version_tag(name, "3", "qa.record", json.dumps(forged))
+    result = make(env, "promote")
+    assert result.returncode != 0 and "does not match its signature" in result.stderr
+    assert served_version(env["MLOPS_PRODUCTION_PORT"]) == 2
+    # An image built on v2's (its signed bundle and SBOM unchanged, one more layer of
+    # code) put behind v2's tags: v2's signed record names another image ID.
+    derived = _derived_image(docker_client, env, v2_tags["image.id"])
+    client.set_model_version_tag(name, "2", "image.id", derived)
+    result = make(env, "promote", "VERSION=2")
+    assert result.returncode != 0
+    assert "image ID" in result.stderr and "is not the one QA signed for version 2" in \
         result.stderr
     assert served_version(env["MLOPS_PRODUCTION_PORT"]) == 2
-    # As if QA had passed this very image: production's own smoke test catches it.
-    for key, value in DockerInspector(docker_client).evidence(broken).items():
-        client.set_model_version_tag(name, "3", f"qa.{key}", value)
+    client.set_model_version_tag(name, "2", "image.id", v2_tags["image.id"])
+    # As if QA had passed this very image (signed with the pipeline's key):
+    # production's own smoke test catches it.
+    sealed = seal_record(session_signer(), name, 3,
+                         DockerInspector(docker_client).evidence(broken))
+    for key, value in sealed.items():
+        client.set_model_version_tag(name, "3", key, value)
     result = make(env, "promote")
     assert result.returncode != 0
     assert "production smoke test failed for version 3" in result.stderr
@@ -183,8 +206,10 @@ def test_release_promote_replace_fail_safely_and_roll_back(env, tmp_path, docker
     # the repository's keys do not vouch for it, so nothing is deployed.
     foreign = _broken_image(docker_client, env, image_v1, foreign=True)
     client.set_model_version_tag(name, "3", "image.id", foreign)
-    for key, value in DockerInspector(docker_client).evidence(foreign).items():
-        client.set_model_version_tag(name, "3", f"qa.{key}", value)
+    sealed = seal_record(session_signer(), name, 3,
+                         DockerInspector(docker_client).evidence(foreign))
+    for key, value in sealed.items():
+        client.set_model_version_tag(name, "3", key, value)
     result = make(env, "promote")
     assert result.returncode != 0
     assert "which the repository does not trust" in result.stderr
@@ -209,6 +234,25 @@ def _read(client, image: str, path: str) -> bytes:
         container.remove()
     with tarfile.open(fileobj=archive) as tar:
         return tar.extractfile(path.rsplit("/", 1)[1]).read()
+
+
+def session_signer():
+    """The pipeline's signer in these tests (the session's key)."""
+    from pathlib import Path
+
+    from ml_service.signing import Signer
+
+    return Signer(None, Path(os.environ["MLOPS_SIGNING_KEY_FILE"]))
+
+
+def _derived_image(client, env: dict, base: str) -> str:
+    """``base`` plus one layer of other code: same bundle, same SBOM, another image."""
+    dockerfile = (f"FROM {base}\nUSER root\nRUN [\"/opt/venv/bin/python\", \"-c\", \"import "
+                  "pathlib; pathlib.Path('/opt/venv/patched.py').write_text('# not what QA "
+                  "tested')\"]\nUSER 10001:10001\n")
+    image, _ = client.images.build(fileobj=io.BytesIO(dockerfile.encode()), rm=True,
+                                   tag=f"{env['MLOPS_IMAGE_NAME']}:derived")
+    return str(image.id)
 
 
 def _broken_image(client, env: dict, image_v1: str, foreign: bool = False) -> str:

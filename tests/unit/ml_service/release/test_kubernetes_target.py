@@ -18,6 +18,15 @@ def test_a_cluster_gets_the_pushed_digest_of_the_version():
     assert target.resolve_image(4, {"image.id": "sha256:1", "image.ref": REF}) == REF
 
 
+@pytest.mark.parametrize("ref", ["ghcr.io/team/model-scoring:v4",
+                                 "ghcr.io/team/model-scoring@sha256:abc",
+                                 REF + " ghcr.io/other:latest"])
+def test_a_reference_not_pinned_by_digest_is_refused(ref):
+    """A registry writer's tag could be moved between the checks and the cluster's pull."""
+    with pytest.raises(ReleaseError, match="is not pinned by digest"):
+        KubernetesTarget(Settings()).resolve_image(4, {"image.id": "sha256:1", "image.ref": ref})
+
+
 def test_an_image_that_was_never_pushed_is_refused_with_what_to_do():
     target = KubernetesTarget(Settings())
     with pytest.raises(ReleaseError, match="built but never pushed.*mlops push --version 4"):

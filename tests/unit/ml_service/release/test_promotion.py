@@ -8,12 +8,14 @@ that state: what serves, where the aliases point, and what history says.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
+from pathlib import Path
 
 import pytest
 
 from ml_service.errors import UsageError
-from ml_service.release import promotion
+from ml_service.release import promotion, supply_chain
 from ml_service.release.ports import Deployment, ReleaseError, SmokeCheck
 
 
@@ -221,16 +223,28 @@ def test_promoting_the_serving_version_again_does_not_repeat_it_in_the_history(
 
 
 class FakeInspector:
-    """The SBOM and model hashes of each image, as a Docker engine would read them."""
+    """Each image's ID, SBOM and model hashes, as a Docker engine would read them; QA
+    records signed and verified for real, with the tests' pipeline key."""
 
     def __init__(self):
-        self.images = {f"sha256:image{v}": {"sbom.sha256": f"sbom{v}", "model.sha256": f"m{v}"}
+        self.images = {f"sha256:image{v}": {"image.id": f"sha256:image{v}",
+                                            "sbom.sha256": f"sbom{v}", "model.sha256": f"m{v}"}
                        for v in (1, 2, 3)}
 
         self.unsigned: set[str] = set()
 
     def evidence(self, image: str) -> dict[str, str]:
         return dict(self.images[image])
+
+    def seal(self, name: str, version: int, evidence) -> dict[str, str]:
+        from ml_service.signing import Signer
+
+        signer = Signer(None, Path(os.environ["MLOPS_SIGNING_KEY_FILE"]))
+        return supply_chain.seal_record(signer, name, version, evidence)
+
+    def signed_evidence(self, name: str, version: int, tags) -> dict[str, str]:
+        return supply_chain.open_record(name, version, tags,
+                                        Path(os.environ["MLOPS_SIGNING_TRUSTED"]))
 
     def check_signed(self, image: str, name: str, version: int) -> None:
         if image in self.unsigned:
@@ -258,20 +272,27 @@ def test_an_image_not_signed_as_its_version_is_never_deployed(registry, target, 
     assert registry.aliases["production"] == 1
 
 
-def test_qa_records_the_sbom_and_model_hashes_of_the_image_it_passed(registry, target):
+def test_qa_signs_a_record_of_the_image_it_passed(registry, target):
     promotion.release_qa(registry, target, 1, "sha256:image1", smoke_failing(), FakeInspector())
     assert registry.tags[1]["qa.sbom.sha256"] == "sbom1"
     assert registry.tags[1]["qa.model.sha256"] == "m1"
+    record = json.loads(registry.tags[1]["qa.record"])
+    assert record["evidence"] == {"image.id": "sha256:image1", "sbom.sha256": "sbom1",
+                                  "model.sha256": "m1"}
+    assert (record["model"], record["version"]) == (registry.name, 1)
+    assert "qa.record.sig" in registry.tags[1]
     # A failed QA records nothing.
     with pytest.raises(ReleaseError):
         promotion.release_qa(registry, target, 2, "sha256:image2", smoke_failing(2),
                              FakeInspector())
-    assert "qa.sbom.sha256" not in registry.tags[2]
+    assert "qa.sbom.sha256" not in registry.tags[2] and "qa.record" not in registry.tags[2]
 
 
-@pytest.mark.parametrize("changed,what", [("sbom.sha256", "SBOM"), ("model.sha256", "model file")])
-def test_promote_refuses_an_image_that_is_not_the_one_qa_recorded(
+@pytest.mark.parametrize("changed,what", [("image.id", "image ID"), ("sbom.sha256", "SBOM"),
+                                          ("model.sha256", "model file")])
+def test_promote_refuses_an_image_that_is_not_the_one_qa_signed(
         registry, target, changed, what):
+    """E.g. an image built on the one QA passed (same bundle, same SBOM, other code)."""
     inspector = FakeInspector()
     promotion.release_qa(registry, target, 1, "sha256:image1", smoke_failing(), inspector)
     promotion.promote(registry, target, smoke_failing(), 1, inspector)
@@ -279,11 +300,31 @@ def test_promote_refuses_an_image_that_is_not_the_one_qa_recorded(
     inspector.images["sha256:image2"][changed] = "tampered"  # e.g. a re-pushed tag
     with pytest.raises(ReleaseError) as refused:
         promotion.promote(registry, target, smoke_failing(), 2, inspector)
-    assert f"'s {what} (sha256 tampered) is not the one QA recorded for version 2" in \
+    assert f"'s {what} (tampered) is not the one QA signed for version 2" in \
         str(refused.value)
     assert "nothing was deployed" in str(refused.value)
     assert target.serving["production"][0] == 1 and registry.aliases["production"] == 1
     assert target.deploys.count(("production", 2, True)) == 0
+
+
+def test_a_registry_writer_cannot_rewrite_or_replay_the_signed_record(registry, target):
+    """Tags can be rewritten by whoever writes the registry; the signature cannot."""
+    inspector = FakeInspector()
+    promotion.release_qa(registry, target, 1, "sha256:image1", smoke_failing(), inspector)
+    promotion.release_qa(registry, target, 2, "sha256:image2", smoke_failing(), inspector)
+    tags_1, tags_2 = dict(registry.tags[1]), dict(registry.tags[2])
+    # v1's record names its image; rewritten to name image 2 (and v1's tags point there):
+    forged = json.loads(tags_1["qa.record"])
+    forged["evidence"] = inspector.evidence("sha256:image3")
+    registry.tags[1]["qa.record"] = json.dumps(forged)
+    registry.tags[1]["image.id"] = "sha256:image3"
+    with pytest.raises(ReleaseError, match="does not match its signature"):
+        promotion.promote(registry, target, smoke_failing(), 1, inspector)
+    # v2's genuine record replayed as v1's:
+    registry.tags[1].update({k: tags_2[k] for k in ("qa.record", "qa.record.sig")})
+    with pytest.raises(ReleaseError, match="is signed, but for .* version 2"):
+        promotion.promote(registry, target, smoke_failing(), 1, inspector)
+    assert "production" not in target.serving and "production" not in registry.aliases
 
 
 def test_promote_and_rollback_refuse_a_version_qa_recorded_nothing_for(registry, target):
@@ -291,7 +332,7 @@ def test_promote_and_rollback_refuse_a_version_qa_recorded_nothing_for(registry,
     promotion.promote(registry, target, smoke_failing(), 1)  # before the records existed
     promotion.release_qa(registry, target, 2, "sha256:image2", smoke_failing(), inspector)
     promotion.promote(registry, target, smoke_failing(), 2, inspector)
-    with pytest.raises(ReleaseError, match="version 1 has no QA record of its image"):
+    with pytest.raises(ReleaseError, match="version 1 has no signed QA record of its image"):
         promotion.rollback(registry, target, smoke_failing(), inspector)
     assert registry.aliases["production"] == 2 and target.serving["production"][0] == 2
 
@@ -357,7 +398,7 @@ def test_promote_with_a_digest_refuses_a_version_that_did_not_pass_qa(
         inspector.images[ref] = inspector.images["sha256:image1"]
     with pytest.raises(ReleaseError) as refused:
         promotion.promote(registry, target, smoke_failing(), 1, inspector, digest_of(1))
-    assert "version 1 has no QA record of its image" in str(refused.value)
+    assert "version 1 has no signed QA record of its image" in str(refused.value)
     assert "nothing was deployed" in str(refused.value)
     assert target.deploys == [] and "production" not in registry.aliases
 
