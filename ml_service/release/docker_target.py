@@ -128,8 +128,28 @@ class DockerTarget:
 
     def deploy(self, stage: str, version: int, image: str, smoke: SmokeCheck,
                keep_previous: bool) -> Deployment:
-        """Run ``image`` as ``stage``; see :class:`ml_service.release.ports.DeployTarget`."""
-        key = self.ensure_keys(stage, image)[0]
+        """Run ``image`` as ``stage``; see :class:`ml_service.release.ports.DeployTarget`.
+
+        New keys are added beside the old ones for the deploy, and the old ones
+        dropped once it passed (put back alone if it fails): see
+        :func:`ml_service.release.stage_keys.transition`.
+        """
+        stored = self.read_keys(stage, image)
+        during, after = stage_keys.transition(stage, stored, stage_keys.wanted(self.settings))
+        if during != stored:
+            self.write_keys(stage, during, image)
+        try:
+            deployment = self._deploy(stage, version, image, smoke, after[0], keep_previous)
+        except BaseException:
+            if stored and during != stored:
+                self.write_keys(stage, stored, image)
+            raise
+        if after != during:
+            self.write_keys(stage, after, image)
+        return deployment
+
+    def _deploy(self, stage: str, version: int, image: str, smoke: SmokeCheck, key: str,
+                keep_previous: bool) -> Deployment:
         if keep_previous:
             return self._switch(stage, version, image, smoke, key)
         name = self.container_name(stage)
@@ -142,15 +162,6 @@ class DockerTarget:
         return Deployment(stage, version, name, image, url)
 
     # -- the stage's API keys: a file on the volume <container>-api-keys
-
-    def ensure_keys(self, stage: str, image: str) -> list[str]:
-        """The stage's /score keys, written to its volume first if they change
-        (see :mod:`ml_service.release.stage_keys`)."""
-        keys, write = stage_keys.settle(stage, self.read_keys(stage, image),
-                                        stage_keys.wanted(self.settings))
-        if write:
-            self.write_keys(stage, keys, image)
-        return keys
 
     def stage_image(self, stage: str) -> str:
         """The image of the stage's container (what the key volume is read through).

@@ -94,7 +94,24 @@ class KubernetesTarget:
         before = self.current_version(stage)
         self._ensure_namespace(stage)
         self._ensure_pull_secret(stage)
-        key = self.ensure_keys(stage)[0]
+        # New keys beside the old ones while the pods roll; the old ones dropped once
+        # the new pods passed, or put back alone if the rollout is undone.
+        stored = self.read_keys(stage)
+        during, after = stage_keys.transition(stage, stored, stage_keys.wanted(self.settings))
+        if during != stored:
+            self.write_keys(stage, during)
+        try:
+            deployment = self._roll(stage, version, image, smoke, after[0], before)
+        except BaseException:
+            if stored and during != stored:
+                self.write_keys(stage, stored)
+            raise
+        if after != during:
+            self.write_keys(stage, after)
+        return deployment
+
+    def _roll(self, stage: str, version: int, image: str, smoke: SmokeCheck, key: str,
+              before: int | None) -> Deployment:
         self._kubectl(stage, "apply", "-f", "-", input=self.render(stage, version, image))
         deadline = self.settings.rollout_deadline
         try:
@@ -115,15 +132,6 @@ class KubernetesTarget:
                           image, f"service/{DEPLOYMENT} in namespace {self.namespace(stage)}")
 
     # -- the stage's API keys: the Secret scoring-api-keys, mounted into the pods
-
-    def ensure_keys(self, stage: str) -> list[str]:
-        """The stage's /score keys, its Secret written first if they change
-        (see :mod:`ml_service.release.stage_keys`)."""
-        keys, write = stage_keys.settle(stage, self.read_keys(stage),
-                                        stage_keys.wanted(self.settings))
-        if write:
-            self.write_keys(stage, keys)
-        return keys
 
     def read_keys(self, stage: str) -> list[str]:
         """The keys in the stage's Secret ([] if it has none)."""

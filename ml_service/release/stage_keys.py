@@ -16,6 +16,11 @@ What a release puts there:
 
 So a stage is never deployed open. The release's smoke test scores with the
 first key and checks that a request without one is refused.
+
+A release that changes the keys never locks clients out on the way
+(:func:`transition`): while it deploys, the stage accepts its old keys and
+the new ones; only once the new instance passed its smoke test are the old
+keys dropped, and a release that fails puts the old keys back.
 """
 
 from __future__ import annotations
@@ -45,6 +50,18 @@ def wanted(settings: Settings) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
+def transition(stage: str, stored: list[str], given: list[str]) -> tuple[list[str], list[str]]:
+    """(the keys while the release deploys, the keys once it passed) for the stage.
+
+    While it deploys: the keys it will have, then any old key still accepted
+    (the instance being replaced keeps its clients; a release that fails
+    writes back ``stored``). The first key is what the smoke test sends.
+    """
+    after, _ = settle(stage, stored, given)
+    during = list(dict.fromkeys([*after, *stored]))
+    return during, after
+
+
 def settle(stage: str, stored: list[str], given: list[str]) -> tuple[list[str], bool]:
     """(the keys the stage gets, whether its store must be written).
 
@@ -52,7 +69,14 @@ def settle(stage: str, stored: list[str], given: list[str]) -> tuple[list[str], 
     """
     if given:
         if given != stored:
-            logger.info("%s: /score keys set to %s", stage, describe(map(key_id, given)))
+            added = [key_id(k) for k in given if k not in stored]
+            dropped = [key_id(k) for k in stored if k not in given]
+            # A key removed by rotation (`mlops api-keys --set`) that is still in the
+            # deployer's MLOPS_API_KEYS comes back here: say which, loudly.
+            logger.warning("%s: /score keys set to the deployer's MLOPS_API_KEYS (%s)%s%s",
+                           stage, describe(map(key_id, given)),
+                           f"; adds {describe(added)}" if added and stored else "",
+                           f"; drops {describe(dropped)}" if dropped else "")
         return given, given != stored
     if stored:
         return stored, False
