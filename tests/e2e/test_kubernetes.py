@@ -23,7 +23,7 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from ml_service.release.supply_chain import DockerInspector
+from ml_service.release.supply_chain import DockerInspector, seal_record
 from tests.conftest import REPO, write_config
 from tests.e2e.conftest import AUTH
 from tests.e2e.test_release import _broken_image, alias, make, ok
@@ -339,10 +339,14 @@ def test_make_cluster_down_and_up_leave_nothing_behind_and_start_a_ready_cluster
 
 
 def _as_if_qa_passed(client, docker_client, name: str, version: int, ref: str) -> None:
-    """Record ``ref``'s SBOM and model hashes on ``version`` as QA does when it passes.
+    """Sign and record ``ref``'s evidence on ``version`` as QA does when it passes.
 
-    Without them promote refuses the image before deploying anything (the
+    Without it promote refuses the image before deploying anything (the
     supply-chain check); these cases are about what the cluster does after.
     """
-    for key, value in DockerInspector(docker_client).evidence(ref).items():
-        client.set_model_version_tag(name, str(version), f"qa.{key}", value)
+    from tests.e2e.test_release import session_signer
+
+    sealed = seal_record(session_signer(), name, version,
+                         DockerInspector(docker_client).evidence(ref))
+    for key, value in sealed.items():
+        client.set_model_version_tag(name, str(version), key, value)
