@@ -112,6 +112,10 @@ class Settings(BaseSettings):
         default=False, description="Serve /score without keys on a non-loopback address "
         "(refused by default: anyone who reaches the port could fill the scoring log).")
 
+    drain_file: Path | None = Field(
+        default=None, description="Once this file exists, every answer closes its connection "
+        "(a pod being stopped: the preStop hook creates it)."
+    )
     scoring_log_dir: Path | None = Field(
         default=None, description="Directory of the scoring log (JSON lines); unset = off."
     )
@@ -242,6 +246,7 @@ class Settings(BaseSettings):
     )
 
     @field_validator("model", "data_path", "config_path", "tracking_uri", "scoring_log_dir",
+                     "drain_file",
                      "model_sha256", "image_registry", "scoring_log_uri", "docker_host",
                      "engine_address", "publish_address", "runner_environment",
                      "kube_context_qa", "kube_context_production", "kube_config_data",

@@ -25,6 +25,7 @@ stays small.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -40,6 +41,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ml_service import signing
 from ml_service.bundle import MODEL_FILE, ONNX_FILE, BundleMetadata, load_skops, sha256_file
 from ml_service.serving.auth import metrics_keys, score_keys
+from ml_service.serving.draining import Drain, DrainMiddleware
 from ml_service.serving.metrics import MetricsMiddleware, ServiceMetrics
 from ml_service.serving.onnx_model import OnnxPredictor
 from ml_service.serving.model_set import ServedSet, SetIntegrityError
@@ -179,9 +181,14 @@ def create_app(settings: Settings | None = None, host: str | None = None) -> Fas
         )
         metrics.watch_log(scoring_log)
 
+    drain = Drain(settings.drain_file) if settings.drain_file is not None else None
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        watcher = asyncio.create_task(drain.watch()) if drain is not None else None
         yield
+        if watcher is not None:
+            watcher.cancel()
         if scoring_log is not None:  # SIGTERM ends here: drain before exiting
             scoring_log.close()
             logger.info("scoring log closed: %d rows written", scoring_log.rows_written)
@@ -242,6 +249,8 @@ def create_app(settings: Settings | None = None, host: str | None = None) -> Fas
     # The last added is the outermost: the metrics middleware counts /score too.
     app.add_middleware(ScoreRoute, handler=handler, route=score_route)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    if drain is not None:  # outermost: every answer, /health and errors included
+        app.add_middleware(DrainMiddleware, drain=drain)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

@@ -117,9 +117,12 @@ def story(kube_env: dict) -> str:
 
 
 class Load:
-    """Scores through the production Service until stopped: a new connection per
-    request, as many clients as ``threads``, each at most ``rate`` requests per
-    second, bounded in time and count.
+    """Scores through the production Service until stopped: as many clients as
+    ``threads``, each at most ``rate`` requests per second, bounded in time and
+    count. Each client keeps its connection alive, as real clients do (a pod
+    that drains must tell them to reconnect), or with ``keep_alive=False``
+    sends ``Connection: close`` and opens a new one per request. A failure is
+    any answer but 200 and any connection error.
 
     The pace is steady traffic, not a saturation test: unpaced, the two
     clients alone took most of the 2 cores the cluster's control plane shares
@@ -127,7 +130,8 @@ class Load:
     """
 
     def __init__(self, threads: int = 2, rate: float = 50, max_requests: int = 20_000,
-                 max_seconds: float = 300):
+                 max_seconds: float = 300, keep_alive: bool = True):
+        self.keep_alive = keep_alive
         self.interval = 1 / rate
         self.url = f"http://127.0.0.1:{NODE_PORT}/score"
         self.stop = threading.Event()
@@ -150,6 +154,11 @@ class Load:
             thread.join(30)
 
     def _run(self) -> None:
+        with requests.Session() as session:
+            self._send(session)
+
+    def _send(self, session: requests.Session) -> None:
+        headers = {**AUTH, **({} if self.keep_alive else {"Connection": "close"})}
         next_at = time.monotonic()
         while not self.stop.is_set() and time.monotonic() < self.until:
             next_at += self.interval
@@ -159,8 +168,8 @@ class Load:
                     return
                 self.budget -= 1
             try:
-                response = requests.post(self.url, json={"data": ROWS}, timeout=10,
-                                         headers={**AUTH, "Connection": "close"})
+                response = session.post(self.url, json={"data": ROWS}, timeout=10,
+                                        headers=headers)
                 if response.status_code == 200:
                     with self.lock:
                         self.ok += 1
@@ -221,7 +230,7 @@ def test_promotion_on_a_cluster_rolls_out_undoes_failures_and_rolls_back(
     client.set_model_version_tag(name, "3", "image.ref", never_ready)
     client.set_registered_model_alias(name, "qa", "3")
     _as_if_qa_passed(client, docker_client, name, 3, never_ready)
-    with Load() as load:
+    with Load(keep_alive=False) as load:
         started = time.monotonic()
         failed = make(env, "promote")
         undo_not_ready = time.monotonic() - started

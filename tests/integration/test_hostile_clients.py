@@ -151,3 +151,60 @@ def test_health_answers_within_a_second_under_eight_hostile_clients(server):
           f"max {max(latencies):.3f}s; {len(answers)} oversized bodies answered 413")
     assert answers and set(answers) == {413}, set(answers)
     assert max(latencies) < 1.0, f"slowest /health {max(latencies):.2f}s"
+
+
+@pytest.mark.parametrize("bundle", ["onnx"], indirect=True)  # the runtime plays no part
+def test_a_draining_service_closes_each_kept_connection_after_its_answer(
+        bundle, tmp_path):  # noqa: F811
+    """Clients that keep their connections are told to reconnect once the pod drains.
+
+    Before the drain file exists, one connection carries every request; from
+    the moment it does, each answer says ``Connection: close`` and the server
+    closes the connection after it (the preStop hook of the base Deployment).
+    """
+    import http.client
+
+    directory, _ = bundle
+    port, drain = free_port(), tmp_path / "draining"
+    env = {**os.environ, "MLOPS_BUNDLE_DIR": str(directory), "MLOPS_SERVE_PORT": str(port),
+           "MLOPS_SERVE_HOST": "127.0.0.1", "MLOPS_SCORING_LOG_DIR": "",
+           "MLOPS_DRAIN_FILE": str(drain)}
+    process = subprocess.Popen([sys.executable, "-m", "ml_service.serving"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert wait_for_http(f"http://127.0.0.1:{port}/health", process, 60)
+        body = json.dumps({"data": [ROW]})
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        answers = []
+        for _ in range(5):  # kept alive: the same socket every time
+            connection.request("POST", "/score", body, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            response.read()
+            answers.append((response.status, response.getheader("connection")))
+        assert answers == [(200, None)] * 5
+        drain.touch()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            connection.request("POST", "/score", body, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 200
+            if response.getheader("connection") == "close":
+                break
+            time.sleep(0.05)
+        assert response.getheader("connection") == "close"
+        # The server closes its end after the answer: a raw HTTP/1.1 request (kept
+        # alive by default) reads to end-of-file, well before the socket's timeout.
+        request = (f"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(body)}\r\n\r\n{body}").encode()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            raw.sendall(request)
+            received = b""
+            while chunk := raw.recv(65536):
+                received += chunk
+        assert received.startswith(b"HTTP/1.1 200") and b"connection: close" in received
+        health = requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
+        assert health.status_code == 200 and health.headers["connection"] == "close"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
