@@ -75,5 +75,5 @@ def per_class(y_true: np.ndarray, predicted: np.ndarray, classes: Sequence[float
 
 
 def label_text(value: float) -> str:
-    """A class as JSON shows it: ``2`` for 2.0, ``0.5`` otherwise."""
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+    """A class as JSON keys show it: ``2`` for 2.0, else the shortest exact form (``0.5``)."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))

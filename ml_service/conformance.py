@@ -254,7 +254,12 @@ def _check_fit(spec: ModelSpec, source: Callable[[], pd.DataFrame]) -> None:
     _require(predicted.shape == expected,
              f"{spec.output}() gave shape {predicted.shape}, expected {expected}")
     if classes:
-        fitted = [float(c) for c in getattr(model, "classes_", [])]
+        learnt = list(getattr(model, "classes_", []))
+        _require(all(isinstance(c, (int, float, np.number)) for c in learnt),
+                 f"the classifier's classes {learnt[:5]} are not numbers: write the classes "
+                 "as numbers in the dataset (e.g. 0 benign, 1 malignant) and list them in "
+                 f"{contract.target.name}.allowed_values")
+        fitted = [float(c) for c in learnt]
         _require(fitted == list(classes),
                  f"the fitted classifier's classes_ {fitted} are not the target's allowed "
                  f"values {list(classes)}: the example dataset must hold every class, and "

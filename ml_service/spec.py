@@ -214,6 +214,9 @@ def predictions(model: Any, rows: Any, output: str) -> np.ndarray:
     """
     if output == "predict_proba":
         probabilities = np.asarray(model.predict_proba(rows), dtype=float)
+        if probabilities.ndim != 2 or probabilities.shape[1] < 2:
+            raise ValueError(f"predict_proba gave shape {probabilities.shape}: the classifier "
+                             "learnt fewer than two classes (its training rows held one)")
         return probabilities[:, -1] if probabilities.shape[1] == 2 else probabilities
     return np.asarray(model.predict(rows), dtype=float).reshape(-1)
 

@@ -59,15 +59,18 @@ def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
     """Population stability index of ``current`` against ``reference``.
 
     Bins are the reference's quantiles (so each holds about the same share of
-    the reference), widened to cover every value; empty bins get a small
-    floor so the index stays finite.
+    the reference), widened to cover every value; a reference of at most
+    ``bins`` distinct values (a binary feature, a classifier's predicted
+    class) gets one bin per value instead, so a shift between two of them is
+    seen. Empty bins get a small floor so the index stays finite.
     """
     reference, current = np.asarray(reference, float), np.asarray(current, float)
-    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)))
-    if len(edges) < 3:  # (nearly) constant or binary reference: bin on its values
-        edges = np.unique(np.concatenate([np.unique(reference), [np.inf]]))
-    edges = edges.copy()
-    edges[0], edges[-1] = -np.inf, np.inf
+    values = np.unique(reference)
+    if len(values) <= bins:  # discrete: one bin per value, split halfway between them
+        edges = np.concatenate([[-np.inf], (values[:-1] + values[1:]) / 2, [np.inf]])
+    else:
+        edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1))).copy()
+        edges[0], edges[-1] = -np.inf, np.inf
     expected = np.histogram(reference, edges)[0] / len(reference)
     actual = np.histogram(current, edges)[0] / len(current)
     expected, actual = np.clip(expected, 1e-4, None), np.clip(actual, 1e-4, None)

@@ -94,7 +94,7 @@ def export_bundle(registry: Registry, version: int, directory: Path, spec: Model
         example=[list(row) for row in spec.example],
         runtime=runtime,
         trusted_types=list(spec.trusted_types),
-        threshold=spec.threshold,
+        threshold=_threshold(directory, spec),
     )
     metadata.write(directory)
     _mark(directory)
@@ -134,6 +134,26 @@ def _signed_facts(directory: Path, what: str, recorded: dict[str, Any]) -> dict[
                            str(recorded[key])[:60], str(value)[:60])
         facts[key] = value
     return facts
+
+
+def _threshold(directory: Path, spec: ModelSpec) -> float:
+    """A binary classifier's threshold as the version was registered with (its signed card).
+
+    A spec whose threshold changed since serves the version as it was
+    evaluated and described; a version without one in its card takes the spec's.
+    """
+    from ml_service import model_card
+
+    path = directory / model_card.JSON_FILE
+    card = json.loads(path.read_text()) if path.is_file() else {}
+    registered = (card.get("evaluation", {}).get("classes") or {}).get("threshold")
+    if registered is None:
+        return spec.threshold
+    if float(registered) != spec.threshold:
+        logger.warning("the version was registered with threshold %g, the spec now says %g: "
+                       "the bundle keeps %g (register a new version to change it)",
+                       registered, spec.threshold, registered)
+    return float(registered)
 
 
 def _same(signed: Any, recorded: Any) -> bool:
@@ -257,6 +277,7 @@ def export_set(registry: Registry, version: int, directory: Path,
         partition_keys=list(set_metadata["partition_keys"]),
         set_index_sha256=sha256_file(directory / SET_INDEX_FILE),
         example_partition={k: _number(v) for k, v in example_partition.items()},
+        threshold=spec.threshold,
         runtime={"kind": "sklearn", "reason": "a many-models set: partition models are loaded "
                  "on demand and run by scikit-learn"},
     )

@@ -98,12 +98,19 @@ class DockerTarget:
         """
         from docker.errors import ImageNotFound
 
+        from ml_service.release.supply_chain import is_image_id
+
         image_id = tags.get("image.id")
         if not image_id:
             raise ReleaseError(
                 f"no image was built for version {version}: run `mlops release --version "
                 f"{version}`"
             )
+        if not is_image_id(image_id):
+            raise ReleaseError(
+                f"version {version}'s image.id {image_id[:80]!r} is not an image ID (sha256: and "
+                "64 hex digits): a name or tag could be moved between the checks and the run; "
+                "nothing was deployed")
         try:
             self.client.images.get(image_id)
             return image_id

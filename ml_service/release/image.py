@@ -245,9 +245,16 @@ def write_sbom_report(settings: Settings, sbom: bytes) -> Path:
 
 
 def image_exists(client: Any, image_id: str) -> bool:
-    """Whether the engine has ``image_id``."""
+    """Whether the engine has ``image_id`` (an ID: a name or tag in the registry's record
+    is never looked up, the image is built again)."""
     from docker.errors import ImageNotFound
 
+    from ml_service.release.supply_chain import is_image_id
+
+    if not is_image_id(image_id):
+        logger.warning("the registry records image %r for the version, which is no image ID: "
+                       "building it again", image_id[:80])
+        return False
     try:
         client.images.get(image_id)
         return True

@@ -66,6 +66,14 @@ class KubernetesTarget:
                 f"version {version}'s image reference {ref[:100]!r} is not pinned by digest "
                 "(<name>@sha256:<64 hex digits>): a tag can be moved after it is checked, so "
                 "the cluster is never given one; nothing was deployed")
+        settings = self.settings
+        if ref and settings.image_registry and settings.image_name:  # the images it pushes
+            repository = f"{settings.image_registry.rstrip('/')}/{settings.image_name}".lower()
+            if ref.split("@", 1)[0] != repository:
+                raise ReleaseError(
+                    f"version {version}'s image reference {ref[:100]!r} is not in {repository}"
+                    " (MLOPS_IMAGE_REGISTRY), where this project pushes its images: refusing "
+                    "an image from elsewhere; nothing was deployed")
         if not ref:
             built = "built" if tags.get("image.id") else "not even built"
             raise ReleaseError(

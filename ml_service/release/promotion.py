@@ -108,8 +108,8 @@ def promote(registry: ReleaseRegistry, target: DeployTarget, smoke_for: SmokeFac
     version = version or registry.alias_version("qa")
     if version is None:
         raise ReleaseError("no version has passed QA yet: run `mlops release` first")
+    history = production_history(registry)  # before deploying: a bad record changes nothing
     deployment = _deploy_production(registry, target, smoke_for, version, inspector, digest)
-    history = production_history(registry)
     if not history or history[-1] != version:
         history.append(version)
     registry.set_model_tag(HISTORY_TAG, json.dumps(history))
@@ -139,8 +139,18 @@ def rollback(registry: ReleaseRegistry, target: DeployTarget,
 
 
 def production_history(registry: ReleaseRegistry) -> list[int]:
-    """Versions promoted to production, oldest first."""
-    return [int(v) for v in json.loads(registry.model_tag(HISTORY_TAG) or "[]")]
+    """Versions promoted to production, oldest first.
+
+    Raises:
+        ReleaseError: If the registry's record is not a list of versions.
+    """
+    text = registry.model_tag(HISTORY_TAG) or "[]"
+    try:
+        history = json.loads(text)
+        return [int(v) for v in history]
+    except (ValueError, TypeError):
+        raise ReleaseError(f"the registry's {HISTORY_TAG} is not a list of versions "
+                           f"({text[:80]!r}); nothing was deployed") from None
 
 
 def _deploy_production(registry: ReleaseRegistry, target: DeployTarget,

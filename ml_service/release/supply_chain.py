@@ -62,8 +62,14 @@ RECORD_TAG = "qa.record"
 RECORD_SIGNATURE_TAG = "qa.record.sig"
 RECORD_FILE = "qa-record.json"
 RECORD_SCHEMA = "mlops-template/qa-record/v1"
-#: An image digest as a release run passes it between jobs.
+#: An image digest as a release run passes it between jobs; also the form of an image ID.
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def is_image_id(value: str) -> bool:
+    """Whether ``value`` is an image ID (``sha256:`` and 64 hex digits), not a name or tag
+    that could be moved to another image between the checks and the run."""
+    return bool(DIGEST.fullmatch(value))
 
 
 class ImageInspector(Protocol):

@@ -151,13 +151,16 @@ class ScoreHandler:
         return 200, msgspec.json.encode(answer), [_JSON, (b"x-request-id", request_id.encode())]
 
     def classified(self, predicted: np.ndarray) -> dict[str, Any]:
-        """A classifier's ``labels`` and each row's ``probabilities`` by class."""
+        """A classifier's ``labels`` and each row's ``probabilities`` by class (and, for a
+        multi-class one, ``result``: its labels as the classes are written, 2 not 2.0)."""
+        multiclass = predicted.ndim == 2
         chosen = labels(predicted, self.classes, self.metadata.threshold)
-        if predicted.ndim == 1:  # binary: the probability of the last class
+        if not multiclass:  # binary: the probability of the last class
             predicted = np.column_stack((1.0 - predicted, predicted))
         named = dict(zip(self.classes, self.class_values))
         keys = self.class_keys
-        return {"labels": [named[c] for c in chosen.tolist()],
+        written = [named[c] for c in chosen.tolist()]
+        return {**({"result": written} if multiclass else {}), "labels": written,
                 "probabilities": [dict(zip(keys, row)) for row in predicted.tolist()]}
 
     def predict(self, body: bytes) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:

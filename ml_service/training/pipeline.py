@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -89,6 +89,7 @@ def build_candidate(path: Path, spec: ModelSpec, config: PipelineConfig, setting
         )
     except (TypeError, ValueError) as exc:
         raise UsageError(f"invalid model parameters {config.model}: {exc}") from None
+    check_classes(spec, model, train)
     model_key = f"{train_digest}:{config.fingerprint()}:{version}"
     metrics, plots = runner(
         "evaluate", evaluate_step, model, holdout, spec, model_key,
@@ -110,6 +111,25 @@ class Champion:
     predictions: np.ndarray
 
 
+def check_classes(spec: ModelSpec, model: Any, train: pd.DataFrame) -> None:
+    """A classifier must have learnt exactly the target's classes.
+
+    Raises:
+        UsageError: If the training rows miss a class the contract allows (the
+            split is by row hash, not stratified), or hold one it does not.
+    """
+    if not spec.classes:
+        return
+    learnt = [float(c) for c in getattr(model, "classes_", ())]
+    if learnt != list(spec.classes):
+        counts = train[spec.contract.target.name].value_counts().sort_index()
+        raise UsageError(
+            f"the classifier learnt the classes {learnt} from {len(train)} training rows "
+            f"({', '.join(f'{k:g}: {n}' for k, n in counts.items())}), but the contract's "
+            f"target {spec.contract.target.name} allows {list(spec.classes)}: every allowed "
+            "class needs training rows (add data, or change allowed_values)")
+
+
 def score_champion(registry: Registry, spec: ModelSpec,
                    holdout: pd.DataFrame) -> Champion | None:
     """The champion re-scored on ``holdout``, or None if there is no champion.
@@ -125,13 +145,13 @@ def score_champion(registry: Registry, spec: ModelSpec,
     model = registry.load_model(version)  # an unsigned or changed champion: SignatureError
     try:
         predictions = spec.predict(model, holdout[contract.feature_names])
+        metrics = spec.score(holdout[contract.target.name].to_numpy(), predictions)
     except Exception as exc:  # noqa: BLE001 - any failure means "cannot compare"
         raise MlopsError(
             f"champion version {version} cannot be scored on the current holdout ({exc}); "
             "if the data contract changed on purpose, register with --force"
         ) from exc
-    return Champion(version, spec.score(holdout[contract.target.name].to_numpy(), predictions),
-                    predictions)
+    return Champion(version, metrics, predictions)
 
 
 def run_pipeline(

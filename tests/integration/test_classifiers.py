@@ -123,31 +123,39 @@ def test_the_gate_compares_multiclass_models_row_by_row(wine, workdir):
     assert improvement["low"] <= improvement["point"] <= improvement["high"]
 
 
-def test_a_binary_classifier_labels_at_its_spec_threshold(second_model, workdir, monkeypatch):
+def test_a_binary_classifier_labels_at_the_threshold_it_was_registered_with(
+        second_model, workdir, monkeypatch, caplog):
     from ml_service.bundle import BundleMetadata
     from ml_service.registry import connect
     from ml_service.registry.export import export_bundle
     from ml_service.serving import create_app
     from ml_service.spec import load_spec
+    from ml_service.training.config import load_config
+    from ml_service.training.pipeline import run_pipeline
 
     use("cancer-hgb", second_model, monkeypatch)
-    register(workdir)
+    assert Cli(workdir)("data").exit_code == 0
     spec = load_spec("cancer-hgb")
     data = pd.read_csv(workdir / "data" / "breast_cancer.csv")
     rows = data[spec.contract.feature_names].to_numpy().tolist()
     registry = connect(model_settings(spec), spec.trusted_types)
     answers = {}
-    for threshold in (0.5, 0.99):
+    for version, threshold in ((1, 0.5), (2, 0.99)):  # a team raises its threshold
         strict = replace(spec, threshold=threshold)
-        directory = workdir / f"bundle-{threshold}"
-        export_bundle(registry, 1, directory, strict)
-        assert BundleMetadata.read(directory).threshold == threshold  # signed with it
-        with TestClient(create_app(model_settings(strict, bundle_dir=directory))) as client:
+        result = run_pipeline(workdir / "data" / "breast_cancer.csv", strict,
+                              load_config(spec.config_path, strict), model_settings(strict),
+                              registry, force=True)
+        assert result.version == version
+        directory = workdir / f"bundle-{version}"
+        export_bundle(registry, version, directory, spec)  # today's spec says 0.5
+        assert BundleMetadata.read(directory).threshold == threshold  # as registered, signed
+        with TestClient(create_app(model_settings(spec, bundle_dir=directory))) as client:
             answers[threshold] = client.post("/score", json={"data": rows}).json()
+    assert "the version was registered with threshold 0.99, the spec now says 0.5" in \
+        caplog.text
     for threshold, answer in answers.items():
         p = np.asarray(answer["result"])
         assert answer["labels"] == np.where(p >= threshold, 1, 0).tolist()
         np.testing.assert_allclose([r["1"] for r in answer["probabilities"]], p)
         np.testing.assert_allclose([r["0"] for r in answer["probabilities"]], 1 - p)
-    assert answers[0.5]["result"] == answers[0.99]["result"]
     assert sum(answers[0.99]["labels"]) < sum(answers[0.5]["labels"])

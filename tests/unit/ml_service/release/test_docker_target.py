@@ -6,7 +6,12 @@ import pytest
 from docker.errors import APIError, ImageNotFound
 
 from ml_service.errors import MlopsError, UsageError
-from ml_service.release.docker_target import check_lasting_target, container_environment
+from ml_service.release.docker_target import (
+    DockerTarget,
+    check_lasting_target,
+    container_environment,
+)
+from ml_service.release.ports import ReleaseError
 from ml_service.release.image import ensure_base_image
 from ml_service.settings import Settings
 
@@ -119,3 +124,10 @@ def test_a_base_image_that_cannot_be_pulled_is_a_clear_error():
     message = str(failed.value)
     assert "base image base:1 is not on this Docker engine and could not be pulled" in message
     assert "connection refused" in message and "infra/base-image/build.sh" in message
+
+
+def test_a_version_whose_image_id_is_a_name_is_refused():
+    """A tag could be moved to another image between the checks and the run."""
+    target = DockerTarget(Settings(), client=object())
+    with pytest.raises(ReleaseError, match="is not an image ID"):
+        target.resolve_image(4, {"image.id": "model-scoring:latest"})

@@ -27,6 +27,15 @@ def test_a_reference_not_pinned_by_digest_is_refused(ref):
         KubernetesTarget(Settings()).resolve_image(4, {"image.id": "sha256:1", "image.ref": ref})
 
 
+def test_an_image_from_another_repository_than_the_projects_is_refused():
+    settings = Settings(image_registry="ghcr.io/team", image_name="model-scoring")
+    target = KubernetesTarget(settings)
+    assert target.resolve_image(4, {"image.ref": REF}) == REF
+    elsewhere = "evil.example/x@sha256:" + "a" * 64  # e.g. a multi-platform index of theirs
+    with pytest.raises(ReleaseError, match="is not in ghcr.io/team/model-scoring"):
+        target.resolve_image(4, {"image.ref": elsewhere})
+
+
 def test_an_image_that_was_never_pushed_is_refused_with_what_to_do():
     target = KubernetesTarget(Settings())
     with pytest.raises(ReleaseError, match="built but never pushed.*mlops push --version 4"):

@@ -418,3 +418,10 @@ def test_a_malformed_digest_is_a_usage_error(registry, target, digest):
     with pytest.raises(UsageError, match="64 lowercase hex digits"):
         promotion.promote(registry, target, smoke_failing(), 1, None, digest)
     assert target.deploys == []
+
+
+def test_a_malformed_history_record_stops_promote_before_it_deploys(registry, target):
+    registry.model_tags[promotion.HISTORY_TAG] = "not json"
+    with pytest.raises(ReleaseError, match="is not a list of versions"):
+        promotion.promote(registry, target, smoke_failing(), 1)
+    assert "production" not in target.serving and "production" not in registry.aliases

@@ -47,3 +47,29 @@ def test_code_version_changes_with_the_source(tmp_path, monkeypatch):
     assert code_version(module) == before
     (tmp_path / "m.py").write_text("x = 2\n")
     assert code_version(module) != before
+
+
+def test_a_classifier_that_never_saw_a_class_is_a_clear_error():
+    """The split is by row hash, not stratified: a rare class can miss the training rows."""
+    from dataclasses import replace
+
+    import pandas as pd
+    import pytest
+    from sklearn.linear_model import LogisticRegression
+
+    from diabetes_regression.spec import SPEC
+    from ml_service.errors import UsageError
+    from ml_service.training.pipeline import check_classes
+
+    target = replace(SPEC.contract.target, name="kind", allowed_values=(0.0, 1.0, 2.0))
+    spec = replace(SPEC, contract=replace(SPEC.contract, target=target), output="predict_proba")
+    train = pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0], "kind": [0.0, 0.0, 1.0, 1.0]})
+    model = LogisticRegression().fit(train[["x"]], train["kind"])
+    with pytest.raises(UsageError) as refused:
+        check_classes(spec, model, train)
+    assert str(refused.value) == (
+        "the classifier learnt the classes [0.0, 1.0] from 4 training rows (0: 2, 1: 2), but "
+        "the contract's target kind allows [0.0, 1.0, 2.0]: every allowed class needs "
+        "training rows (add data, or change allowed_values)")
+    check_classes(replace(spec, contract=replace(spec.contract, target=replace(
+        target, allowed_values=(0.0, 1.0)))), model, train)  # exactly its classes: fine
