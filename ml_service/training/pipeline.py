@@ -219,7 +219,9 @@ def _gate(registry: Registry, spec: ModelSpec, config: PipelineConfig, candidate
     improvement, slices = compare(spec, config, candidate, champion)
     decision = decide(candidate.metrics, champion_metrics, config.gate, higher, force,
                       champion_version, improvement, slices)
-    key = fingerprint(candidate.digest, config, candidate.code_version)
+    # A binary classifier's threshold decides what it serves: another one is another version.
+    served = f":threshold={spec.threshold!r}" if len(spec.classes) == 2 else ""
+    key = fingerprint(candidate.digest, config, candidate.code_version + served)
     duplicate = registry.find_tagged("fingerprint", key)
     if duplicate is not None:
         decision = GateDecision(
