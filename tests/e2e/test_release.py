@@ -540,15 +540,19 @@ def test_on_the_team_server_no_row_scored_under_load_is_lost_and_promotion_works
     container.reload()
     assert container.attrs["State"]["ExitCode"] == 0, container.logs().decode()[-2000:]
 
-    dump = docker_client.containers.run(
-        image,
-        ["/opt/venv/bin/python", "-c",
-         "import glob, sys\n"
-         "for f in sorted(glob.glob('/var/log/scoring/*.jsonl')):\n"
-         "    sys.stdout.write(open(f).read())"],
-        volumes={f"{name}-scoring-log": {"bind": "/var/log/scoring", "mode": "ro"}},
-        remove=True,
-    ).decode()
+    # Read off the volume as an archive (never through `docker logs`, which can
+    # return before the engine has copied all of a container's output).
+    box = docker_client.containers.create(
+        image, ["true"],
+        volumes={f"{name}-scoring-log": {"bind": "/var/log/scoring", "mode": "ro"}})
+    try:
+        stream, _ = box.get_archive("/var/log/scoring")
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+            files = sorted((m for m in archive.getmembers() if m.name.endswith(".jsonl")),
+                           key=lambda m: m.name)
+            dump = "".join(archive.extractfile(m).read().decode() for m in files)
+    finally:
+        box.remove(force=True)
     logged = [json.loads(line) for line in dump.splitlines()]
     per_request: dict[str, int] = {}
     for line in logged:
