@@ -63,14 +63,15 @@ pytest: install ## Run every test without lint (CI's test job; lint has its own 
 TOOLS_DIR ?= .cache/tools
 AZURITE_VERSION := 3.37.0
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-APT_TEST_DEPS := postgresql docker-registry openssh-server
+APT_TEST_DEPS := postgresql docker-registry openssh-server prometheus
 
 .PHONY: test-deps
-test-deps: ## Install the engines the tests start: PostgreSQL, docker-registry, sshd (apt), Azurite (npm)
+test-deps: ## Install the engines the tests start: PostgreSQL, docker-registry, sshd, Prometheus (apt), Azurite (npm)
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v docker-registry >/dev/null 2>&1 || missing="$$missing docker-registry"; \
 	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
+	command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing"; \
 		$(SUDO) apt-get update -qq; \
@@ -207,9 +208,12 @@ remote-engine: install ## For an ssh:// DOCKER_HOST, install DOCKER_SSH_KEY and 
 kubeconfig: install ## For the Kubernetes target in Actions: install KUBE_CONFIG_DATA as ~/.kube/config, check access
 	$(BIN)/mlops kubeconfig
 
+# A canary's steps go to SUMMARY_OUT, or in Actions to the job summary.
+promote_summary = $(or $(SUMMARY_OUT),$(GITHUB_STEP_SUMMARY))
+
 .PHONY: promote
-promote: install ## Run the image that passed QA (or VERSION=n DIGEST=sha256:..., exactly that) in production; rolls back on failure
-	$(BIN)/mlops promote $(version_arg) $(digest_arg)
+promote: install ## Run the image that passed QA (or VERSION=n DIGEST=sha256:...) in production, as a canary with MLOPS_CANARY_STEPS; rolls back on failure
+	$(BIN)/mlops promote $(version_arg) $(digest_arg) $(if $(promote_summary),--markdown "$(promote_summary)")
 
 .PHONY: rollback
 rollback: install ## Return production to the previously promoted version
@@ -330,6 +334,16 @@ cluster-up: ## Start a local single-node Kubernetes (root, Docker); prints the K
 .PHONY: cluster-down
 cluster-down: ## Stop the local Kubernetes and remove its state (the build stays cached)
 	infra/kubernetes/cluster-down.sh
+
+# The Prometheus the canary analysis asks (MLOPS_PROMETHEUS_URL); a team's own
+# needs the scrape job of infra/prometheus/scrape-scoring.yml.
+.PHONY: prometheus
+prometheus: ## Start a Prometheus on 127.0.0.1:9090 scraping the cluster's scoring pods (apt install prometheus)
+	infra/prometheus/up.sh
+
+.PHONY: prometheus-down
+prometheus-down: ## Stop the Prometheus of `make prometheus`
+	infra/prometheus/down.sh
 
 .PHONY: status
 status: install ## Show registered versions, aliases, metrics and running containers

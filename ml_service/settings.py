@@ -201,6 +201,31 @@ class Settings(BaseSettings):
     kube_config_data: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("KUBE_CONFIG_DATA"),
         description="A kubeconfig (text or base64) that `mlops kubeconfig` installs.")
+    # Canary promotion on Kubernetes (ml_service/release/canary.py): traffic in
+    # steps, each judged against the stable version by Prometheus.
+    canary_steps: str = Field(
+        default="", description="Shares of traffic (percent) the new version gets in turn "
+        "before all of it, e.g. '10,50'; empty = one rolling update.")
+    canary_step_seconds: float = Field(
+        default=60.0, gt=0, description="How long each canary step serves before it is "
+        "judged (the analysis window).")
+    prometheus_url: str | None = Field(
+        default=None, description="The Prometheus that scrapes the pods (canary analysis).")
+    canary_min_requests: int = Field(
+        default=50, ge=0, description="Fewest /score requests the canary must answer in a "
+        "step for a verdict; fewer aborts.")
+    canary_max_error_rate: float = Field(
+        default=0.01, ge=0, description="Most server errors (5xx) per request the canary may "
+        "answer beyond the stable version's.")
+    canary_max_p99_ratio: float = Field(
+        default=1.5, ge=1, description="Most the canary's p99 latency may be, as a multiple of "
+        "the stable version's (beyond MLOPS_CANARY_P99_SLACK).")
+    canary_p99_slack: float = Field(
+        default=0.025, ge=0, description="Seconds of p99 the canary may add in any case (the "
+        "latency histogram's buckets are coarse).")
+    canary_max_psi: float = Field(
+        default=0.25, gt=0, description="Most population stability index between the canary's "
+        "and the stable version's predictions.")
     registry_username: str | None = Field(
         default=None, description="User of MLOPS_IMAGE_REGISTRY for the cluster's pull secret.")
     registry_password: SecretStr | None = Field(
@@ -246,7 +271,7 @@ class Settings(BaseSettings):
     )
 
     @field_validator("model", "data_path", "config_path", "tracking_uri", "scoring_log_dir",
-                     "drain_file",
+                     "drain_file", "prometheus_url",
                      "model_sha256", "image_registry", "scoring_log_uri", "docker_host",
                      "engine_address", "publish_address", "runner_environment",
                      "kube_context_qa", "kube_context_production", "kube_config_data",

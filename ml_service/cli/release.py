@@ -239,19 +239,36 @@ def remote_engine() -> None:
 
 @app.command()
 @guarded
-def promote(version: VersionOption = None, digest: DigestOption = None) -> None:
+def promote(
+    version: VersionOption = None,
+    digest: DigestOption = None,
+    markdown: Annotated[Optional[Path], typer.Option(
+        help="Append the canary's steps here ($GITHUB_STEP_SUMMARY).")] = None,
+) -> None:
     """Run the image that passed QA in production; roll back if its smoke test fails.
 
     Without --version, the version with alias 'qa'. With --version and
     --digest (what a release run's production job passes), exactly that
     version's pushed image <name>@<digest>, refused unless the registry
-    recorded that digest for it and it passed QA.
+    recorded that digest for it and it passed QA. With MLOPS_CANARY_STEPS (on
+    Kubernetes), the new version first takes those shares of the traffic, each
+    judged by Prometheus against the running one, and is removed at the first
+    failed check.
     """
-    from ml_service.release import promotion
+    from ml_service.errors import UsageError
+    from ml_service.release import canary, promotion
+    from ml_service.release.kubernetes_target import KubernetesTarget
 
     _pinned_version(version, digest)
     settings, spec, registry = connected()
-    deployment = promotion.promote(registry, _target(settings), _smoke(settings, spec, registry),
+    plan = canary.Plan.of(settings)
+    if plan is not None and settings.deploy_target != "kubernetes":
+        raise UsageError("MLOPS_CANARY_STEPS needs the Kubernetes target "
+                         "(MLOPS_DEPLOY_TARGET=kubernetes): a Docker host promotes in one step; "
+                         "nothing was deployed")
+    target = (KubernetesTarget(settings, plan, markdown) if plan is not None
+              else _target(settings))
+    deployment = promotion.promote(registry, target, _smoke(settings, spec, registry),
                                    version, _inspector(settings), digest)
     image = deployment.image_id
     out.print(

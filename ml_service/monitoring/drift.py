@@ -18,6 +18,7 @@ import pandas as pd
 from scipy import stats
 
 from ml_service.spec import ModelSpec, point_predictions
+from ml_service.stability import psi_of_counts
 from ml_service.training.config import MonitoringConfig
 
 Columns = dict[str, np.ndarray]
@@ -71,10 +72,7 @@ def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
     else:
         edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1))).copy()
         edges[0], edges[-1] = -np.inf, np.inf
-    expected = np.histogram(reference, edges)[0] / len(reference)
-    actual = np.histogram(current, edges)[0] / len(current)
-    expected, actual = np.clip(expected, 1e-4, None), np.clip(actual, 1e-4, None)
-    return float(np.sum((actual - expected) * np.log(actual / expected)))
+    return psi_of_counts(np.histogram(reference, edges)[0], np.histogram(current, edges)[0])
 
 
 def columns(spec: ModelSpec, model: Any, training: pd.DataFrame,

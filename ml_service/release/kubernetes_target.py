@@ -9,6 +9,10 @@ serve until new ones are ready). The rollout must finish within
 smoke-tested through ``kubectl port-forward`` on 127.0.0.1. A rollout that
 never gets ready, or a pod that fails its smoke test, is undone (``kubectl
 rollout undo``: the previous ReplicaSet back) before the error is raised.
+
+With a canary plan (``MLOPS_CANARY_STEPS``), a promotion over a running
+version first serves the new one from a second Deployment in traffic steps,
+judged by Prometheus (:mod:`ml_service.release.canary`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from ml_service.release import stage_keys
+from ml_service.release import canary, stage_keys
 from ml_service.release.cluster_access import pull_secret
 from ml_service.release.ports import Deployment, ReleaseError, SmokeCheck
 from ml_service.settings import Settings
@@ -44,8 +48,11 @@ DIGEST_REF = re.compile(r"[^\s@]+@sha256:[0-9a-f]{64}")
 class KubernetesTarget:
     """Stages as Deployments named ``scoring``, one namespace per stage."""
 
-    def __init__(self, settings: Settings):
-        self.settings = settings
+    def __init__(self, settings: Settings, plan: canary.Plan | None = None,
+                 summary: Path | None = None):
+        """``plan``: promote to production as a canary (the stable version must be
+        running); ``summary``: a Markdown file the canary's steps are appended to."""
+        self.settings, self.plan, self.summary = settings, plan, summary
 
     # -- DeployTarget
 
@@ -109,7 +116,11 @@ class KubernetesTarget:
         if during != stored:
             self.write_keys(stage, during)
         try:
-            deployment = self._roll(stage, version, image, smoke, after[0], before)
+            if self.plan is not None and stage == "production" and before is not None:
+                deployment = self._canary(self.plan, stage, version, image, smoke, after[0],
+                                          before)
+            else:
+                deployment = self._roll(stage, version, image, smoke, after[0], before)
         except BaseException:
             if stored and during != stored:
                 self.write_keys(stage, stored)
@@ -117,6 +128,54 @@ class KubernetesTarget:
         if after != during:
             self.write_keys(stage, after)
         return deployment
+
+    def _canary(self, plan: canary.Plan, stage: str, version: int, image: str,
+                smoke: SmokeCheck, key: str, before: int) -> Deployment:
+        def check(pod: str) -> None:
+            try:
+                with self.port_forward(stage, f"pod/{pod}") as url:
+                    smoke(url, key)
+            except ReleaseError as exc:
+                raise ReleaseError(f"canary pod {pod} failed its smoke test: {exc}") from None
+
+        deployment: Deployment = canary.run(
+            self, plan, stage, version, image, before, check,
+            lambda: self._roll(stage, version, image, smoke, key, before), self.summary)
+        return deployment
+
+    # -- the canary Deployment (ml_service/release/canary.py)
+
+    def replicas(self, stage: str) -> int:
+        """Pods the stage's Deployment asks for now (its autoscaler's choice, if any)."""
+        deployment = self._deployment(stage)
+        return int(deployment["spec"].get("replicas", 1)) if deployment else 1
+
+    def apply_canary(self, stage: str, version: int, image: str, pods: int) -> None:
+        """Run ``pods`` pods of ``image`` as the canary Deployment; wait until they are ready.
+
+        Raises:
+            ReleaseError: If they are not ready within MLOPS_ROLLOUT_DEADLINE.
+        """
+        deployment = next(d for d in yaml.safe_load_all(self.render(stage, version, image))
+                          if d and d.get("kind") == "Deployment")
+        deployment["metadata"]["name"] = canary.CANARY
+        deployment["spec"]["replicas"] = pods
+        for labels in (deployment["spec"]["selector"]["matchLabels"],
+                       deployment["spec"]["template"]["metadata"]["labels"]):
+            labels[canary.TRACK_LABEL] = "canary"
+        self._kubectl(stage, "apply", "-f", "-", input=yaml.safe_dump(deployment))
+        deadline = self.settings.rollout_deadline
+        try:
+            self._kubectl(stage, "rollout", "status", f"deployment/{canary.CANARY}",
+                          f"--timeout={deadline:.0f}s", timeout=deadline + 30)
+        except ReleaseError as exc:
+            raise ReleaseError(f"the canary pods of version {version} were not ready within "
+                               f"{deadline:.0f}s ({exc})") from None
+
+    def delete_canary(self, stage: str) -> None:
+        """Remove the canary Deployment: its pods leave the Service at once (and drain)."""
+        self._kubectl(stage, "delete", "deployment", canary.CANARY, "--ignore-not-found",
+                      "--wait=false")
 
     def _roll(self, stage: str, version: int, image: str, smoke: SmokeCheck, key: str,
               before: int | None) -> Deployment:
@@ -193,17 +252,18 @@ class KubernetesTarget:
     def statuses(self) -> list[dict[str, str]]:
         """Replicas ready, image and version of each stage's Deployment."""
         found = []
-        for stage in ("qa", "production"):
-            deployment = self._deployment(stage)
+        for stage, name in (("qa", DEPLOYMENT), ("production", DEPLOYMENT),
+                            ("production", canary.CANARY)):
+            deployment = self._deployment(stage, name)
             if deployment is None:
                 continue
             template = deployment["spec"]["template"]
             status = deployment.get("status", {})
             found.append({
-                "stage": stage,
+                "stage": stage if name == DEPLOYMENT else f"{stage} (canary)",
                 "version": template["metadata"].get("annotations", {}).get(
                     VERSION_ANNOTATION, ""),
-                "container": f"{self.namespace(stage)}/deployment/{DEPLOYMENT}",
+                "container": f"{self.namespace(stage)}/deployment/{name}",
                 "status": f"{status.get('readyReplicas', 0)}/{deployment['spec']['replicas']} "
                           "ready",
                 "health": "rolled out" if status.get("updatedReplicas") == status.get(
@@ -233,9 +293,9 @@ class KubernetesTarget:
         containers[0]["image"] = image
         return yaml.safe_dump_all(documents, sort_keys=False)
 
-    def new_pods(self, stage: str) -> list[str]:
+    def new_pods(self, stage: str, name: str = DEPLOYMENT) -> list[str]:
         """Names of the pods of the Deployment's current ReplicaSet."""
-        deployment = self._deployment(stage)
+        deployment = self._deployment(stage, name)
         if deployment is None:
             return []
         revision = deployment["metadata"].get("annotations", {}).get(REVISION_ANNOTATION)
@@ -243,8 +303,11 @@ class KubernetesTarget:
                             deployment["spec"]["selector"]["matchLabels"].items())
         replicasets = json.loads(self._kubectl(stage, "get", "replicasets", "-l", selector,
                                                "-o", "json"))["items"]
+        # Its own ReplicaSets only: the stable Deployment's selector matches the canary's too.
         current = [rs for rs in replicasets
-                   if rs["metadata"].get("annotations", {}).get(REVISION_ANNOTATION) == revision]
+                   if rs["metadata"].get("annotations", {}).get(REVISION_ANNOTATION) == revision
+                   and any(owner.get("name") == name
+                           for owner in rs["metadata"].get("ownerReferences", []))]
         if not current:
             raise ReleaseError(f"no ReplicaSet of revision {revision} in {self.namespace(stage)}")
         template_hash = current[0]["metadata"]["labels"]["pod-template-hash"]
@@ -303,9 +366,9 @@ class KubernetesTarget:
                              settings.registry_password.get_secret_value())
         self._kubectl(stage, "apply", "-f", "-", input=secret)
 
-    def _deployment(self, stage: str) -> dict[str, Any] | None:
+    def _deployment(self, stage: str, name: str = DEPLOYMENT) -> dict[str, Any] | None:
         found = json.loads(self._kubectl(stage, "get", "deployments", "--field-selector",
-                                         f"metadata.name={DEPLOYMENT}", "-o", "json"))["items"]
+                                         f"metadata.name={name}", "-o", "json"))["items"]
         return found[0] if found else None
 
     def _base(self, stage: str, namespaced: bool = True) -> list[str]:

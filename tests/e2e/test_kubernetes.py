@@ -11,8 +11,10 @@ scores through the production Service (a NodePort that kube-proxy opens on
 
 from __future__ import annotations
 
+import collections
 import json
 import os
+import random
 import subprocess
 import threading
 import time
@@ -127,11 +129,19 @@ class Load:
     The pace is steady traffic, not a saturation test: unpaced, the two
     clients alone took most of the 2 cores the cluster's control plane shares
     with them, which is not what a rollout is meant to survive.
+
+    ``rows``: each request scores one of them, at random (default: one row
+    always). ``recycle``: a client opens a new connection after that many
+    requests, as pools and servers that cap a connection's requests do
+    (kube-proxy balances connections, not requests, so a canary's share of
+    a few connections kept forever is all or nothing).
     """
 
     def __init__(self, threads: int = 2, rate: float = 50, max_requests: int = 20_000,
-                 max_seconds: float = 300, keep_alive: bool = True):
-        self.keep_alive = keep_alive
+                 max_seconds: float = 300, keep_alive: bool = True,
+                 rows: list[list[float]] | None = None, recycle: int = 0):
+        self.keep_alive, self.rows, self.recycle = keep_alive, rows or ROWS, recycle
+        self.answered: collections.Counter[int] = collections.Counter()
         self.interval = 1 / rate
         self.url = f"http://127.0.0.1:{NODE_PORT}/score"
         self.stop = threading.Event()
@@ -154,13 +164,18 @@ class Load:
             thread.join(30)
 
     def _run(self) -> None:
-        with requests.Session() as session:
-            self._send(session)
+        while not self.stop.is_set() and time.monotonic() < self.until and self.budget > 0:
+            with requests.Session() as session:
+                self._send(session)
 
     def _send(self, session: requests.Session) -> None:
         headers = {**AUTH, **({} if self.keep_alive else {"Connection": "close"})}
         next_at = time.monotonic()
+        sent = 0
         while not self.stop.is_set() and time.monotonic() < self.until:
+            if self.recycle and sent == self.recycle:
+                return  # a new session: a new connection
+            sent += 1
             next_at += self.interval
             self.stop.wait(max(0.0, next_at - time.monotonic()))
             with self.lock:
@@ -168,12 +183,15 @@ class Load:
                     return
                 self.budget -= 1
             try:
-                response = session.post(self.url, json={"data": ROWS}, timeout=10,
+                rows = [random.choice(self.rows)] if self.rows is not ROWS else ROWS
+                response = session.post(self.url, json={"data": rows}, timeout=10,
                                         headers=headers)
                 if response.status_code == 200:
+                    version = response.json()["model"]["version"]
                     with self.lock:
                         self.ok += 1
-                        self.versions.add(response.json()["model"]["version"])
+                        self.versions.add(version)
+                        self.answered[version] += 1
                 else:
                     self.failures.append(f"{time.strftime('%H:%M:%S')} HTTP "
                                          f"{response.status_code}: {response.text[:100]}")
@@ -274,6 +292,134 @@ def test_promotion_on_a_cluster_rolls_out_undoes_failures_and_rolls_back(
                       "undo_not_ready_s": round(undo_not_ready, 1),
                       "undo_wrong_predictions_s": round(undo_wrong, 1),
                       "rollback_s": round(rollback_seconds, 1)}))
+
+
+@pytest.fixture(scope="session")
+def prometheus(cluster) -> str:
+    """The URL of a Prometheus that scrapes the cluster's pods (make prometheus)."""
+    url = os.environ.get("MLOPS_PROMETHEUS_URL") or "http://127.0.0.1:9090"
+    try:
+        requests.get(f"{url}/-/ready", timeout=5).raise_for_status()
+    except requests.RequestException as exc:
+        unavailable(f"no Prometheus at {url} ({type(exc).__name__}): make prometheus",
+                    "REQUIRE_PROMETHEUS")
+    return url
+
+
+SLOW = """import asyncio
+from ml_service.serving import scoring
+answer = scoring.ScoreHandler.respond
+async def respond(self, headers, receive):
+    await asyncio.sleep(0.2)
+    return await answer(self, headers, receive)
+scoring.ScoreHandler.respond = respond
+"""
+
+
+def test_canary_promotes_in_steps_judged_by_prometheus_and_aborts_wrong_and_slow_versions(
+        kube_env, prometheus, tmp_path, docker_client):
+    """A good version goes 10% -> 100%; a ready-but-wrong one and a slow one are removed
+    at their first step, with no failed request, production's alias unchanged."""
+    import pandas as pd
+
+    summary = tmp_path / "summary.md"
+    env = {**kube_env, "MLOPS_KUBE_OVERLAY_PRODUCTION": str(OVERLAY.parent / "production-canary"),
+           "MLOPS_PROMETHEUS_URL": prometheus, "MLOPS_CANARY_STEPS": "10",
+           "MLOPS_CANARY_STEP_SECONDS": "15", "MLOPS_CANARY_MIN_REQUESTS": "20",
+           "SUMMARY_OUT": str(summary)}
+    name = env["MLOPS_MODEL_NAME"]
+    client = MlflowClient(f"sqlite:///{env['MLOPS_STORE_DIR']}/mlflow.db",
+                          f"sqlite:///{env['MLOPS_STORE_DIR']}/mlflow.db")
+    data = pd.read_csv(REPO / "data" / "diabetes.csv").drop(columns="target")
+    rows = data.sample(200, random_state=0).to_numpy().tolist()
+
+    def load() -> Load:
+        return Load(rows=rows, recycle=10)
+
+    def canary_left() -> bool:
+        return bool(kubectl_json(env, "production", "get", "deployments")["items"][1:])
+
+    # v1: the first promotion has no running version to compare with: one rollout.
+    ok(make(env, "pipeline"))
+    ok(make(env, "release"))
+    out = ok(make(env, "promote"))
+    assert "promoted version 1" in out and not summary.exists()
+
+    # v2, a good model (another alpha): 10% asked, 1 of 5 pods, then all of them.
+    good_config = write_config(tmp_path, "good.yaml", alpha=0.5)
+    ok(make(env, "pipeline", f"ARGS=--force --config {good_config}"))
+    ok(make(env, "release"))
+    with load() as good:
+        started = time.monotonic()
+        out = ok(make(env, "promote"))
+        good_seconds = time.monotonic() - started
+        time.sleep(16)  # the canary's and the old pods' preStop pause
+    assert "promoted version 2" in out and alias(env, "production") == 2
+    assert good.failures == [] and good.answered[2] > 0, (good.answered, good.failures[:5],
+                                                          story(env))
+    report = summary.read_text()
+    assert "| 1 | 10% asked: 1 of 5 pods (20%) |" in report and "| pass |" in report
+    assert "**Promoted**: version 2 passed 1 step(s)" in report
+    assert not canary_left() and production_image(env) == client.get_model_version(
+        name, "2").tags["image.ref"]
+
+    # v3, ready but wrong (an underfit model predicting about the mean; it passes
+    # QA and its smoke test, which compare it with itself): removed at 20%.
+    summary.unlink()
+    wrong_config = write_config(tmp_path, "wrong.yaml", alpha=1000.0)
+    ok(make(env, "pipeline", f"ARGS=--force --config {wrong_config}"))
+    ok(make(env, "release"))
+    with load() as wrong:
+        started = time.monotonic()
+        failed = make(env, "promote")
+        wrong_seconds = time.monotonic() - started
+        time.sleep(16)
+    assert failed.returncode != 0, failed.stdout
+    assert "canary step 1 (10% asked: 1 of 5 pods (20%)) failed its analysis" in failed.stderr
+    assert "predictions shifted: population stability index" in failed.stderr
+    assert "all traffic is back on version 2" in failed.stderr
+    assert wrong.failures == [], (wrong.failures[:5], story(env))
+    assert alias(env, "production") == 2 and not canary_left()
+    assert "**Aborted**" in summary.read_text() and "**fail**" in summary.read_text()
+
+    # v1 again but slow (200 ms added to every /score): removed on its p99.
+    summary.unlink()
+    slow = _push_context(docker_client, env, client.get_model_version(name, "1").tags["image.ref"],
+                         "slow")
+    client.set_model_version_tag(name, "1", "image.ref", slow)
+    _as_if_qa_passed(client, docker_client, name, 1, slow)
+    with load() as slowed:
+        failed = make(env, "promote", "VERSION=1")
+        time.sleep(16)
+    assert failed.returncode != 0, failed.stdout
+    assert "p99 latency:" in failed.stderr and "predictions shifted" not in failed.stderr, (
+        failed.stderr)
+    assert slowed.failures == [], (slowed.failures[:5], story(env))
+    assert alias(env, "production") == 2 and not canary_left()
+
+    print(json.dumps({"good_canary_s": round(good_seconds, 1),
+                      "wrong_abort_s": round(wrong_seconds, 1),
+                      "answered_good": dict(good.answered), "answered_wrong": dict(wrong.answered),
+                      "answered_slow": dict(slowed.answered)}))
+
+
+def _push_context(docker_client, env: dict, base: str, tag: str) -> str:
+    """``base`` with SLOW as its sitecustomize (on PYTHONPATH), pushed; its digest ref."""
+    import io
+    import tarfile
+
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        for name, text in (("Dockerfile", f"FROM {base}\nCOPY sitecustomize.py /opt/slow/\n"
+                                          "ENV PYTHONPATH=/opt/slow\n"),
+                           ("sitecustomize.py", SLOW)):
+            info = tarfile.TarInfo(name)
+            info.size = len(text.encode())
+            tar.addfile(info, io.BytesIO(text.encode()))
+    context.seek(0)
+    image, _ = docker_client.images.build(fileobj=context, custom_context=True, rm=True,
+                                          pull=False, network_mode="none")
+    return _push_id(docker_client, env, image.id, tag)
 
 
 def _push(docker_client, env: dict, dockerfile: str, tag: str) -> str:
