@@ -12,6 +12,8 @@ scores through the production Service (a NodePort that kube-proxy opens on
 from __future__ import annotations
 
 import collections
+import contextlib
+import fcntl
 import json
 import os
 import random
@@ -58,9 +60,24 @@ def cluster() -> dict[str, str]:
     return {"KUBECONFIG": kubeconfig, "MLOPS_KUBECTL": kubectl}
 
 
+@contextlib.contextmanager
+def cluster_lock(exclusive: bool = False):
+    """Tests on the cluster share it; stopping and restarting it waits for them all
+    (and they for it): the pytest-xdist workers may run them at the same time."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / "e2e-cluster.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+
+
 @pytest.fixture
 def kube_env(env, cluster, local_registry):
     """make's environment for the Kubernetes target, in namespaces of this test's own."""
+    with cluster_lock():
+        yield from _kube_env(env, cluster, local_registry)
+
+
+def _kube_env(env, cluster, local_registry):
     suffix = uuid.uuid4().hex[:6]
     values = {
         **env, **cluster,
@@ -443,6 +460,11 @@ def _push_id(docker_client, env: dict, image_id: str, tag: str) -> str:
 
 def test_make_kubeconfig_installs_the_secret_and_checks_access(cluster, tmp_path):
     """What the production job does with the environment's KUBE_CONFIG_DATA secret."""
+    with cluster_lock():
+        _kubeconfig(cluster, tmp_path)
+
+
+def _kubeconfig(cluster, tmp_path):
     import base64
 
     target = tmp_path / "kube" / "config"
@@ -467,9 +489,14 @@ def test_make_kubeconfig_installs_the_secret_and_checks_access(cluster, tmp_path
 
 
 def test_make_cluster_down_and_up_leave_nothing_behind_and_start_a_ready_cluster(cluster):
-    """The local cluster's own scripts, as a person runs them (last: the others need it up)."""
+    """The local cluster's own scripts, as a person runs them (alone: the others need it up)."""
     if Path(cluster["KUBECONFIG"]) != CACHE / "cluster" / "kubeconfig":
         pytest.skip("the cluster is not the local one of `make cluster-up`")
+    with cluster_lock(exclusive=True):
+        _down_and_up(cluster)
+
+
+def _down_and_up(cluster):
     kubectl = [cluster["MLOPS_KUBECTL"], "--kubeconfig", cluster["KUBECONFIG"]]
     assert "cluster stopped" in ok(make({}, "cluster-down"))
     leftovers = subprocess.run(["docker", "ps", "-aq", "--filter",
