@@ -215,6 +215,18 @@ promote_summary = $(or $(SUMMARY_OUT),$(GITHUB_STEP_SUMMARY))
 promote: install ## Run the image that passed QA (or VERSION=n DIGEST=sha256:...) in production, as a canary with MLOPS_CANARY_STEPS; rolls back on failure
 	$(BIN)/mlops promote $(version_arg) $(digest_arg) $(if $(promote_summary),--markdown "$(promote_summary)")
 
+.PHONY: shadow
+shadow: install ## Kubernetes: run the QA version (or VERSION=n) beside production on a copy of its traffic
+	$(BIN)/mlops shadow $(version_arg)
+
+.PHONY: shadow-report
+shadow-report: install ## Compare the shadow with production over MLOPS_SHADOW_WINDOW (Prometheus); exit 4 if flagged
+	$(BIN)/mlops shadow-report $(if $(promote_summary),--markdown "$(promote_summary)") $(ARGS)
+
+.PHONY: shadow-stop
+shadow-stop: install ## Stop copying production's traffic and remove the shadow
+	$(BIN)/mlops shadow-stop
+
 .PHONY: rollback
 rollback: install ## Return production to the previously promoted version
 	$(BIN)/mlops rollback

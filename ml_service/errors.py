@@ -40,3 +40,9 @@ class DriftDetected(MlopsError):
     """`mlops drift` found drift above the thresholds (exit code 4)."""
 
     exit_code = 4
+
+
+class ShadowFlagged(MlopsError):
+    """`mlops shadow-report` found the shadow worse than production (exit code 4)."""
+
+    exit_code = 4

@@ -116,6 +116,9 @@ class Settings(BaseSettings):
         default=None, description="Once this file exists, every answer closes its connection "
         "(a pod being stopped: the preStop hook creates it)."
     )
+    shadow_file: Path | None = Field(
+        default=None, description="A JSON file naming a shadow to mirror /score requests to "
+        "(url, fraction, version, tolerance); re-read when it changes; absent = no shadow.")
     scoring_log_dir: Path | None = Field(
         default=None, description="Directory of the scoring log (JSON lines); unset = off."
     )
@@ -226,6 +229,22 @@ class Settings(BaseSettings):
     canary_max_psi: float = Field(
         default=0.25, gt=0, description="Most population stability index between the canary's "
         "and the stable version's predictions.")
+    # Shadow releases on Kubernetes (ml_service/release/shadow.py).
+    shadow_fraction: float = Field(
+        default=1.0, gt=0, le=1, description="Share of production's /score requests copied "
+        "to a shadow.")
+    shadow_tolerance: float | None = Field(
+        default=None, ge=0, description="Rows whose shadow and production predictions differ "
+        "by at most this agree; default: 5% of the model's prediction range.")
+    shadow_window: float = Field(
+        default=300.0, gt=0, description="Seconds of live traffic a shadow report looks at.")
+    shadow_min_requests: int = Field(
+        default=100, ge=0, description="Fewest copies the shadow must have answered in the "
+        "window for a verdict.")
+    shadow_min_agreement: float = Field(
+        default=0.9, ge=0, le=1, description="Least share of rows the shadow must agree on.")
+    require_shadow: bool = Field(
+        default=False, description="Promote only a version whose last shadow report passed.")
     registry_username: str | None = Field(
         default=None, description="User of MLOPS_IMAGE_REGISTRY for the cluster's pull secret.")
     registry_password: SecretStr | None = Field(
@@ -271,7 +290,7 @@ class Settings(BaseSettings):
     )
 
     @field_validator("model", "data_path", "config_path", "tracking_uri", "scoring_log_dir",
-                     "drain_file", "prometheus_url",
+                     "drain_file", "prometheus_url", "shadow_file", "shadow_tolerance",
                      "model_sha256", "image_registry", "scoring_log_uri", "docker_host",
                      "engine_address", "publish_address", "runner_environment",
                      "kube_context_qa", "kube_context_production", "kube_config_data",

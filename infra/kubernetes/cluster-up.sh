@@ -109,13 +109,16 @@ start scheduler "$BIN/kube-scheduler" --kubeconfig="$ROOT/sched.kubeconfig" \
 # engine's images (its image GC removes every unused one once the disk is 85%
 # full: base images, QA images, a developer's own) nor evict pods because a
 # shared disk filled up. Image GC is off (high threshold 100%) and the hard
-# eviction thresholds are the minimum that still protects the machine.
+# eviction thresholds are the minimum that still protects the machine. Pods
+# are re-synced every 10 s (1 min by default), so a changed Secret or
+# ConfigMap (API keys, a shadow's address) reaches their files sooner.
 start kubelet "$BIN/kubelet" --kubeconfig="$ROOT/kubelet.kubeconfig" --hostname-override=$NODE \
   --container-runtime=docker --pod-infra-container-image=$PAUSE_IMAGE \
   --root-dir="$ROOT/kubelet" --cert-dir="$ROOT/kubelet-pki" --fail-swap-on=false \
   --cgroup-driver=cgroupfs --address=127.0.0.1 --healthz-bind-address=127.0.0.1 \
   --image-gc-high-threshold=100 --image-gc-low-threshold=99 \
-  --eviction-hard='memory.available<100Mi,nodefs.available<1%,imagefs.available<1%,nodefs.inodesFree<1%'
+  --eviction-hard='memory.available<100Mi,nodefs.available<1%,imagefs.available<1%,nodefs.inodesFree<1%' \
+  --sync-frequency=10s
 # NodePorts only on loopback: what the tests (and a person) reach Services by.
 start proxy "$BIN/kube-proxy" --kubeconfig="$ROOT/proxy.kubeconfig" --hostname-override=$NODE \
   --proxy-mode=iptables --nodeport-addresses=127.0.0.0/8 --conntrack-max-per-core=0 \

@@ -20,6 +20,7 @@ from ml_service.cli import (
     monitoring,
     release,
     serving,
+    shadow,
     signing,
     status,
     training,
@@ -32,8 +33,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for part in (training, many, status, serving, release, keys, delivery, monitoring, actions,
-             signing):
+for part in (training, many, status, serving, release, shadow, keys, delivery, monitoring,
+             actions, signing):
     app.add_typer(part.app)
 
 

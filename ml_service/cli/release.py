@@ -269,7 +269,14 @@ def promote(
     target = (KubernetesTarget(settings, plan, markdown) if plan is not None
               else _target(settings))
     deployment = promotion.promote(registry, target, _smoke(settings, spec, registry),
-                                   version, _inspector(settings), digest)
+                                   version, _inspector(settings), digest,
+                                   settings.require_shadow)
+    if isinstance(target, KubernetesTarget):  # its shadow has served its purpose
+        from ml_service.release import shadow
+
+        if shadow.running_version(target) == deployment.version:
+            shadow.stop(target)
+            out.print(f"the shadow of version {deployment.version} was removed")
     image = deployment.image_id
     out.print(
         f"[green]promoted[/] version {deployment.version} to production at {deployment.url} "

@@ -193,11 +193,13 @@ class Prometheus:
 
 def observe(prometheus: Prometheus, namespace: str, track: str, window: float,
             at: float) -> Track:
-    """One track's requests, errors, p99 and prediction histogram over ``window`` s."""
-    # The stable pods are those without the canary's label too (deployed before
-    # the track label existed).
-    select = (f'namespace="{namespace}",track="canary"' if track == "canary"
-              else f'namespace="{namespace}",track!="canary"')
+    """One track's requests, errors, p99 and prediction histogram over ``window`` s.
+
+    ``track``: ``canary``, ``shadow`` or ``stable`` (the pods of neither, so
+    also those deployed before the track label existed).
+    """
+    select = (f'namespace="{namespace}",track="{track}"' if track != "stable"
+              else f'namespace="{namespace}",track!~"canary|shadow"')
     span = f"[{window:.0f}s]"
     score = f'{select},route="/score"'
     requests_ = prometheus.scalar(f"sum(increase(scoring_requests_total{{{score}}}{span}))", at)

@@ -336,6 +336,19 @@ class KubernetesTarget:
             process.terminate()
             process.wait(timeout=10)
 
+    def kubectl(self, stage: str, *args: str, input: str | None = None,
+                timeout: float = 60) -> str:
+        """Run kubectl in the stage's context and namespace; its output.
+
+        Raises:
+            ReleaseError: If it fails or does not finish within ``timeout`` s.
+        """
+        return self._kubectl(stage, *args, input=input, timeout=timeout)
+
+    def deployment(self, stage: str, name: str = DEPLOYMENT) -> dict[str, Any] | None:
+        """The stage's Deployment ``name`` (as JSON), or None."""
+        return self._deployment(stage, name)
+
     # -- internals
 
     def _undo(self, stage: str, before: int | None, reason: str) -> None:

@@ -51,6 +51,8 @@ from ml_service.release.supply_chain import (
 logger = logging.getLogger(__name__)
 
 HISTORY_TAG = "production.history"
+#: The last shadow report's verdict on a version (passed or flagged).
+SHADOW_VERDICT = "shadow.verdict"
 
 #: Builds the smoke check of a version (what its predictions must be).
 SmokeFactory = Callable[[int], SmokeCheck]
@@ -83,7 +85,7 @@ def release_qa(registry: ReleaseRegistry, target: DeployTarget, version: int, im
 
 def promote(registry: ReleaseRegistry, target: DeployTarget, smoke_for: SmokeFactory,
             version: int | None = None, inspector: ImageInspector | None = None,
-            digest: str | None = None) -> Deployment:
+            digest: str | None = None, require_shadow: bool = False) -> Deployment:
     """Run the image that passed QA in production; keep the old one if it fails.
 
     Args:
@@ -93,6 +95,8 @@ def promote(registry: ReleaseRegistry, target: DeployTarget, smoke_for: SmokeFac
             ``version`` (required with it): the image deployed is then
             ``<name>@<digest>``, which the registry must have recorded as
             ``version``'s pushed image (tag ``image.ref``).
+        require_shadow: Refuse unless ``version``'s last shadow report passed
+            (tag ``shadow.verdict``).
 
     Raises:
         UsageError: If ``digest`` is given without ``version``, or malformed.
@@ -108,6 +112,14 @@ def promote(registry: ReleaseRegistry, target: DeployTarget, smoke_for: SmokeFac
     version = version or registry.alias_version("qa")
     if version is None:
         raise ReleaseError("no version has passed QA yet: run `mlops release` first")
+    if require_shadow:
+        verdict = registry.version_tags(version).get(SHADOW_VERDICT)
+        if verdict != "passed":
+            found = ("no shadow report" if verdict is None
+                     else f"a shadow report that was {verdict}")
+            raise ReleaseError(
+                f"version {version} has {found} and MLOPS_REQUIRE_SHADOW is on: run it as a "
+                "shadow (mlops shadow) and pass mlops shadow-report first; nothing was deployed")
     history = production_history(registry)  # before deploying: a bad record changes nothing
     deployment = _deploy_production(registry, target, smoke_for, version, inspector, digest)
     if not history or history[-1] != version:
@@ -153,9 +165,14 @@ def production_history(registry: ReleaseRegistry) -> list[int]:
                            f"({text[:80]!r}); nothing was deployed") from None
 
 
-def _deploy_production(registry: ReleaseRegistry, target: DeployTarget,
-                       smoke_for: SmokeFactory, version: int,
-                       inspector: ImageInspector | None, digest: str | None = None) -> Deployment:
+def checked_image(registry: ReleaseRegistry, target: DeployTarget, version: int,
+                  inspector: ImageInspector | None, digest: str | None = None) -> str:
+    """The image of ``version`` that passed QA, checked before anything runs it.
+
+    Raises:
+        ReleaseError: If there is none, it is not ``digest``, its bundle is not
+            signed as ``version``, or it is not the image QA recorded.
+    """
     tags = registry.version_tags(version)
     if digest is None:
         image = target.resolve_image(version, tags)
@@ -166,6 +183,13 @@ def _deploy_production(registry: ReleaseRegistry, target: DeployTarget,
         inspector.check_signed(image, registry.name, version)
         signed = inspector.signed_evidence(registry.name, version, tags)
         check_evidence(version, signed, inspector.evidence(image), image)
+    return image
+
+
+def _deploy_production(registry: ReleaseRegistry, target: DeployTarget,
+                       smoke_for: SmokeFactory, version: int,
+                       inspector: ImageInspector | None, digest: str | None = None) -> Deployment:
+    image = checked_image(registry, target, version, inspector, digest)
     try:
         deployment = target.deploy("production", version, image, smoke_for(version),
                                    keep_previous=True)

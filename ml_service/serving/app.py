@@ -48,6 +48,7 @@ from ml_service.serving.model_set import ServedSet, SetIntegrityError
 from ml_service.serving.scoring import ScoreHandler, ScoreRoute
 from ml_service.serving.schema import score_request_schema, score_response_schema
 from ml_service.serving.scoring_log import ScoringLog
+from ml_service.serving.shadow import Mirror
 from ml_service.serving.validation import RequestError
 from ml_service.settings import Settings
 
@@ -182,6 +183,21 @@ def create_app(settings: Settings | None = None, host: str | None = None) -> Fas
         metrics.watch_log(scoring_log)
 
     drain = Drain(settings.drain_file) if settings.drain_file is not None else None
+    mirror = None
+    if settings.shadow_file is not None:
+        log_dir = settings.scoring_log_dir
+
+        def side_by_side(version: int) -> ScoringLog:
+            assert log_dir is not None
+            return ScoringLog(log_dir, [*contract.feature_names, "production_prediction"],
+                              metadata.name, version,
+                              max_bytes=settings.scoring_log_max_bytes,
+                              ship_to=settings.scoring_log_uri,
+                              max_age=settings.scoring_log_rotate_seconds,
+                              max_total=settings.scoring_log_max_total_bytes, prefix="shadow")
+
+        mirror = Mirror(settings.shadow_file, metrics.registry, metadata.prediction_range,
+                        side_by_side=side_by_side if log_dir is not None and not keys else None)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -189,6 +205,8 @@ def create_app(settings: Settings | None = None, host: str | None = None) -> Fas
         yield
         if watcher is not None:
             watcher.cancel()
+        if mirror is not None:
+            mirror.close()
         if scoring_log is not None:  # SIGTERM ends here: drain before exiting
             scoring_log.close()
             logger.info("scoring log closed: %d rows written", scoring_log.rows_written)
@@ -208,9 +226,10 @@ def create_app(settings: Settings | None = None, host: str | None = None) -> Fas
     )
     app.state.scoring_log = scoring_log
     app.state.api_keys = api_keys
+    app.state.mirror = mirror
 
     handler = ScoreHandler(settings, model, metadata, served_set, metrics, scoring_log,
-                           api_keys)
+                           api_keys, mirror)
 
     @app.exception_handler(RequestError)
     async def request_error(_: Request, exc: RequestError) -> JSONResponse:

@@ -96,7 +96,9 @@ class PredictionHistogram:
     scrape time as ``scoring_prediction_bucket``/``_sum``/``_count``.
     """
 
-    def __init__(self, edges: np.ndarray):
+    def __init__(self, edges: np.ndarray, name: str = "scoring_prediction",
+                 documentation: str = "Distribution of predicted values."):
+        self.name, self.documentation = name, documentation
         self.edges = np.asarray(edges, dtype=float)
         self._edges = self.edges.tolist()
         self.counts = np.zeros(len(self.edges) + 1, dtype=np.int64)  # the last: above all
@@ -123,8 +125,8 @@ class PredictionHistogram:
         buckets = [(_le(float(edge)), float(count))
                    for edge, count in zip(self.edges, cumulative[:-1])]
         buckets.append(("+Inf", float(cumulative[-1])))
-        yield HistogramMetricFamily("scoring_prediction", "Distribution of predicted values.",
-                                    buckets=buckets, sum_value=total)
+        yield HistogramMetricFamily(self.name, self.documentation, buckets=buckets,
+                                    sum_value=total)
 
 
 class MetricsMiddleware:

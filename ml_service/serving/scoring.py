@@ -34,6 +34,7 @@ from ml_service.classification import label_text
 from ml_service.spec import labels, point_predictions, predictions
 
 if TYPE_CHECKING:
+    from ml_service.serving.shadow import Mirror
     from ml_service.bundle import BundleMetadata
     from ml_service.serving.auth import KeyRing
     from ml_service.serving.metrics import ServiceMetrics
@@ -76,8 +77,11 @@ class ScoreHandler:
 
     def __init__(self, settings: Settings, model: Any, metadata: BundleMetadata,
                  served_set: ServedSet | None, metrics: ServiceMetrics,
-                 scoring_log: ScoringLog | None, keys: KeyRing | None = None):
+                 scoring_log: ScoringLog | None, keys: KeyRing | None = None,
+                 mirror: Mirror | None = None):
         self.settings, self.model, self.metadata = settings, model, metadata
+        #: Copies answered requests to a shadow (MLOPS_SHADOW_FILE), off the response path.
+        self.mirror = mirror
         #: The accepted API keys; None: /score is open (loopback, or anonymous on purpose).
         self.api_keys = keys
         self.served_set, self.metrics, self.scoring_log = served_set, metrics, scoring_log
@@ -148,6 +152,12 @@ class ScoreHandler:
                   "request_id": request_id}
         if self.classes:
             answer.update(self.classified(predicted))
+        if self.mirror is not None:
+            credentials = ({"authorization": authorization} if authorization else
+                           {"api-key": api_key} if api_key else {})
+            self.mirror.offer(body, {"content-type": "application/json",
+                                     "x-request-id": request_id, **credentials}, point,
+                              matrix if not self.keys else None, request_id)
         return 200, msgspec.json.encode(answer), [_JSON, (b"x-request-id", request_id.encode())]
 
     def classified(self, predicted: np.ndarray) -> dict[str, Any]:

@@ -85,6 +85,8 @@ class ScoringLog:
             the service, and with shipping on only unshipped files pile up.
         partition_keys: A set's partition keys: logged on every line, with the
             ``source_version`` of the model that scored it.
+        prefix: The files' names start with it: ``scoring`` (what drift and
+            collect read), or ``shadow`` (a shadow's answers beside production's).
 
     Files are created 0600 in a 0700 directory: they hold every request.
     """
@@ -92,7 +94,8 @@ class ScoringLog:
     def __init__(self, directory: Path, feature_names: list[str], model_name: str,
                  model_version: int, max_bytes: int = 64 * 2**20, max_pending: int = 2000,
                  ship_to: str | None = None, max_age: float = 3600.0,
-                 max_total: int = 2**30, partition_keys: Sequence[str] = ()):
+                 max_total: int = 2**30, partition_keys: Sequence[str] = (),
+                 prefix: str = "scoring"):
         self.directory = Path(directory)
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
@@ -134,13 +137,14 @@ class ScoringLog:
         self._file: BinaryIO | None = None
         self._opened = 0.0
         self._size = 0
-        self._prefix = f"scoring-{socket.gethostname()}-{os.getpid()}"
+        self._kind = prefix
+        self._prefix = f"{prefix}-{socket.gethostname()}-{os.getpid()}"
         self.shipper = None
         if ship_to:
             from ml_service.serving.log_shipping import Shipper
 
             self.shipper = Shipper(ship_to, self.directory)
-            self.shipper.ship_leftovers()
+            self.shipper.ship_leftovers(prefix=f"{prefix}-")
         self._thread = threading.Thread(target=self._run, name="scoring-log", daemon=True)
         self._thread.start()
 
@@ -229,7 +233,7 @@ class ScoringLog:
     def _make_room(self) -> None:
         """Delete the oldest closed files until a new full file fits under max_total."""
         files = []
-        for path in self.directory.glob("scoring-*.jsonl"):
+        for path in self.directory.glob(f"{self._kind}-*.jsonl"):
             try:
                 stat = path.stat()
             except FileNotFoundError:  # shipped meanwhile

@@ -333,10 +333,11 @@ scoring.ScoreHandler.respond = respond
 """
 
 
-def test_canary_promotes_in_steps_judged_by_prometheus_and_aborts_wrong_and_slow_versions(
+def test_canary_and_shadow_releases_judged_by_prometheus(
         kube_env, prometheus, tmp_path, docker_client):
     """A good version goes 10% -> 100%; a ready-but-wrong one and a slow one are removed
-    at their first step, with no failed request, production's alias unchanged."""
+    at their first step, with no failed request, production's alias unchanged; the
+    wrong one run as a shadow is flagged, with production's answers unchanged."""
     import pandas as pd
 
     summary = tmp_path / "summary.md"
@@ -414,10 +415,50 @@ def test_canary_promotes_in_steps_judged_by_prometheus_and_aborts_wrong_and_slow
     assert slowed.failures == [], (slowed.failures[:5], story(env))
     assert alias(env, "production") == 2 and not canary_left()
 
-    print(json.dumps({"good_canary_s": round(good_seconds, 1),
+    # v3 (the wrong one) as a shadow: it scores a copy of every request, production's
+    # answers stay version 2's, and the report flags it.
+    shadow_env = {**env, "MLOPS_SHADOW_WINDOW": "20", "MLOPS_SHADOW_MIN_REQUESTS": "50"}
+    reports = tmp_path / "reports"
+    with load() as shadowed:
+        started = time.monotonic()
+        out = ok(make(shadow_env, "shadow", "VERSION=3"))
+        assert "shadow: version 3 runs beside production's version 2" in out
+        copies = 'sum(scoring_shadow_requests_total{namespace="%s",outcome="answered"})' % (
+            env["MLOPS_KUBE_NAMESPACE_PRODUCTION"])
+        assert wait_for_prometheus(prometheus, copies, 50, 90), story(env)
+        copying_after = time.monotonic() - started
+        time.sleep(20)  # a whole window of copies
+        flagged = make(shadow_env, "shadow-report", f"ARGS=--out {reports}")
+    assert flagged.returncode != 0 and "the shadow of version 3 was flagged" in flagged.stderr
+    assert "agreement:" in flagged.stderr and "predictions shifted" in flagged.stderr
+    assert "### Shadow: version 3 beside production's version 2 (**flagged**)" in (
+        reports / "shadow.md").read_text()
+    assert json.loads((reports / "shadow.json").read_text())["copies"]["answered"] >= 50
+    assert client.get_model_version(name, "3").tags["shadow.verdict"] == "flagged"
+    assert shadowed.failures == [] and set(shadowed.answered) == {2}, (
+        shadowed.answered, shadowed.failures[:5])
+    # A flagged shadow keeps a version out of production when it is required.
+    refused = make({**env, "MLOPS_REQUIRE_SHADOW": "true"}, "promote", "VERSION=3")
+    assert refused.returncode != 0 and "a shadow report that was flagged" in refused.stderr
+    assert "shadow of version 3 removed" in ok(make(env, "shadow-stop"))
+
+    print(json.dumps({"shadow_copying_after_s": round(copying_after, 1),
+                      "good_canary_s": round(good_seconds, 1),
                       "wrong_abort_s": round(wrong_seconds, 1),
                       "answered_good": dict(good.answered), "answered_wrong": dict(wrong.answered),
                       "answered_slow": dict(slowed.answered)}))
+
+
+def wait_for_prometheus(url: str, query: str, at_least: float, seconds: float) -> bool:
+    """Whether ``query`` reaches ``at_least`` within ``seconds``."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        found = requests.get(f"{url}/api/v1/query", params={"query": query},
+                             timeout=10).json()["data"]["result"]
+        if found and float(found[0]["value"][1]) >= at_least:
+            return True
+        time.sleep(1)
+    return False
 
 
 def _push_context(docker_client, env: dict, base: str, tag: str) -> str:
@@ -515,6 +556,7 @@ def _down_and_up(cluster):
                              capture_output=True, text=True, timeout=30, check=True)
     config = json.loads(configz.stdout)["kubeletconfig"]
     assert config["imageGCHighThresholdPercent"] == 100
+    assert config["syncFrequency"] == "10s"  # Secrets and ConfigMaps reach the pods sooner
     assert {config["evictionHard"][signal] for signal in
             ("nodefs.available", "imagefs.available", "nodefs.inodesFree")} == {"1%"}
     print(json.dumps({"cluster_up_s": round(time.monotonic() - started, 1)}))

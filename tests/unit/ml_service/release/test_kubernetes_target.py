@@ -79,12 +79,18 @@ def test_the_rendered_production_overlay_runs_the_digest_with_the_version_annota
     assert template["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert template["spec"]["containers"][0]["resources"]["limits"]["cpu"] == "2"
     policy = next(d for d in documents if d["kind"] == "NetworkPolicy")
-    assert policy["spec"]["podSelector"]["matchLabels"] == \
-        deployment["spec"]["selector"]["matchLabels"]
+    # The stage's pods and a shadow's (mlops shadow), whose own app label differs.
+    assert policy["spec"]["podSelector"] == {"matchExpressions": [
+        {"key": "app.kubernetes.io/name", "operator": "In",
+         "values": ["scoring", "scoring-shadow"]}]}
+    assert deployment["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "scoring"
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert policy["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": 8080}]}]
     dns = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
-    assert policy["spec"]["egress"] == [{"ports": dns}]
+    to_shadow = {"to": [{"podSelector": {"matchLabels": {
+        "app.kubernetes.io/name": "scoring-shadow", "mlops-template.io/stage": "production"}}}],
+        "ports": [{"protocol": "TCP", "port": 8080}]}
+    assert policy["spec"]["egress"] == [{"ports": dns}, to_shadow]
 
 
 @pytest.mark.skipif(kubectl_binary() is None, reason="no kubectl (make cluster-up builds one)")
@@ -97,3 +103,31 @@ def test_every_stage_has_a_cpu_limit_seccomp_and_the_network_policy(monkeypatch)
         assert pod["containers"][0]["resources"]["limits"]["cpu"], stage
         assert [d["metadata"]["name"] for d in documents if d["kind"] == "NetworkPolicy"] == [
             "scoring"], stage
+
+
+@pytest.mark.skipif(kubectl_binary() is None, reason="no kubectl (make cluster-up builds one)")
+def test_a_shadow_is_production_s_deployment_that_its_service_does_not_select(monkeypatch):
+    from ml_service.release import shadow
+
+    monkeypatch.setenv("MLOPS_KUBECTL", kubectl_binary())
+    target = KubernetesTarget(Settings())
+    documents = list(yaml.safe_load_all(target.render("production", 7, REF)))
+    production = next(d for d in documents if d["kind"] == "Service")["spec"]["selector"]
+    deployment, service = shadow.manifests(target, 9, REF)
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["metadata"]["name"] == "scoring-shadow"
+    assert deployment["spec"]["replicas"] == 1
+    assert labels["app.kubernetes.io/name"] == "scoring-shadow"
+    assert labels["mlops-template.io/track"] == "shadow"
+    assert not all(labels.get(k) == v for k, v in production.items())  # not production's
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert all(labels.get(k) == v for k, v in service["spec"]["selector"].items())
+    # It copies nothing on, and its scoring log never joins production's.
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    names = {e["name"] for e in container["env"]}
+    assert "MLOPS_SHADOW_FILE" not in names and "MLOPS_SCORING_LOG_URI" not in names
+    assert container["image"] == REF
+    assert deployment["spec"]["template"]["metadata"]["annotations"][VERSION_ANNOTATION] == "9"
+    production_env = {e["name"] for e in next(d for d in documents if d["kind"] == "Deployment")[
+        "spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "MLOPS_SHADOW_FILE" in production_env

@@ -139,6 +139,20 @@ def test_first_promotion_deploys_the_qa_image_and_sets_production(registry, targ
     assert target.deploys == [("production", 1, True)]  # the old one kept until it passes
 
 
+@pytest.mark.parametrize("verdict", [None, "flagged"])
+def test_a_required_shadow_verdict_that_did_not_pass_deploys_nothing(registry, target, verdict):
+    registry.set_alias("qa", 1)
+    if verdict:
+        registry.set_version_tag(1, "shadow.verdict", verdict)
+    with pytest.raises(ReleaseError, match="MLOPS_REQUIRE_SHADOW is on") as refused:
+        promotion.promote(registry, target, smoke_failing(), require_shadow=True)
+    assert ("no shadow report" if verdict is None else "a shadow report that was flagged") in (
+        str(refused.value))
+    assert target.deploys == [] and "production" not in registry.aliases
+    registry.set_version_tag(1, "shadow.verdict", "passed")
+    assert promotion.promote(registry, target, smoke_failing(), require_shadow=True).version == 1
+
+
 def test_a_promotion_replaces_production_and_records_the_history(registry, target):
     promotion.promote(registry, target, smoke_failing(), 1)
     promotion.promote(registry, target, smoke_failing(), 2)
