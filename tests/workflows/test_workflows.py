@@ -388,6 +388,12 @@ def test_production_can_deploy_to_a_cluster_and_qa_stays_a_container():
     assert env["MLOPS_IMAGE_REGISTRY"] == RELEASE["jobs"]["qa"]["env"][
         "MLOPS_IMAGE_REGISTRY"] == registry
     assert step_env["make promote"]["MLOPS_REGISTRY_PASSWORD"] == "${{ secrets.GHCR_PULL_TOKEN }}"
+    # A canary when the repository asks for one (its steps go to the job summary:
+    # make promote appends them to $GITHUB_STEP_SUMMARY).
+    assert step_env["make promote"]["MLOPS_CANARY_STEPS"] == "${{ vars.CANARY_STEPS }}"
+    assert step_env["make promote"]["MLOPS_PROMETHEUS_URL"] == "${{ vars.PROMETHEUS_URL }}"
+    assert "$(GITHUB_STEP_SUMMARY)" in (REPO / "Makefile").read_text().split(
+        "promote_summary =")[1].splitlines()[0]
     for secret in ("KUBE_CONFIG_DATA", "MLOPS_REGISTRY_PASSWORD", "GITHUB_TOKEN", "GH_TOKEN"):
         assert secret not in env, secret
     runs = [s.get("run") for s in production["steps"]]
