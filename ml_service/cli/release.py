@@ -14,6 +14,7 @@ from ml_service.cli.common import (
     append,
     chosen_version,
     connected,
+    err,
     guarded,
     out,
     settings as load_settings,
@@ -266,6 +267,9 @@ def promote(
         raise UsageError("MLOPS_CANARY_STEPS needs the Kubernetes target "
                          "(MLOPS_DEPLOY_TARGET=kubernetes): a Docker host promotes in one step; "
                          "nothing was deployed")
+    if settings.require_shadow and settings.deploy_target != "kubernetes":
+        raise UsageError("MLOPS_REQUIRE_SHADOW needs the Kubernetes target: a Docker host "
+                         "runs no shadow, so no version could pass; nothing was deployed")
     target = (KubernetesTarget(settings, plan, markdown) if plan is not None
               else _target(settings))
     deployment = promotion.promote(registry, target, _smoke(settings, spec, registry),
@@ -273,10 +277,15 @@ def promote(
                                    settings.require_shadow)
     if isinstance(target, KubernetesTarget):  # its shadow has served its purpose
         from ml_service.release import shadow
+        from ml_service.release.ports import ReleaseError
 
-        if shadow.running_version(target) == deployment.version:
-            shadow.stop(target)
-            out.print(f"the shadow of version {deployment.version} was removed")
+        try:
+            if shadow.running_version(target) == deployment.version:
+                shadow.stop(target)
+                out.print(f"the shadow of version {deployment.version} was removed")
+        except ReleaseError as exc:  # promoted all the same
+            err.print(f"warning: the shadow of version {deployment.version} may still run "
+                      f"(make shadow-stop): {exc}", markup=False)
     image = deployment.image_id
     out.print(
         f"[green]promoted[/] version {deployment.version} to production at {deployment.url} "

@@ -34,10 +34,12 @@ with its smoke tests and undo) and the canary removed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -46,7 +48,7 @@ import numpy as np
 import requests
 
 from ml_service.errors import UsageError
-from ml_service.release.ports import ReleaseError
+from ml_service.release.ports import CanaryAborted, ReleaseError
 from ml_service.settings import Settings
 from ml_service.stability import psi_of_counts
 
@@ -163,8 +165,8 @@ class Verdict:
 class Prometheus:
     """The HTTP query API of a Prometheus server."""
 
-    def __init__(self, url: str):
-        self.url = url
+    def __init__(self, url: str, purpose: str = "the canary's analysis"):
+        self.url, self.purpose = url, purpose
 
     def query(self, expr: str, at: float) -> list[dict[str, Any]]:
         """An instant vector ``expr`` at ``at`` (Unix time).
@@ -177,8 +179,9 @@ class Prometheus:
                                     params={"query": expr, "time": f"{at:.3f}"}, timeout=15)
             body = response.json()
         except (requests.RequestException, ValueError) as exc:
-            raise ReleaseError(f"Prometheus at {self.url} did not answer the canary's analysis "
-                               f"({type(exc).__name__}: {str(exc)[:200]})") from None
+            raise ReleaseError(f"Prometheus at {self.url} (MLOPS_PROMETHEUS_URL) did not answer "
+                               f"{self.purpose} ({type(exc).__name__}: {str(exc)[:200]})"
+                               ) from None
         if body.get("status") != "success":
             raise ReleaseError(f"Prometheus at {self.url} refused {expr[:120]!r}: "
                                f"{body.get('error', response.text[:200])}")
@@ -203,8 +206,10 @@ def observe(prometheus: Prometheus, namespace: str, track: str, window: float,
     span = f"[{window:.0f}s]"
     score = f'{select},route="/score"'
     requests_ = prometheus.scalar(f"sum(increase(scoring_requests_total{{{score}}}{span}))", at)
+    # Any answer but 2xx: a canary that refuses what the stable version accepts
+    # (422, 401) fails its clients as surely as one that breaks (5xx).
     errors = prometheus.scalar(
-        f'sum(increase(scoring_requests_total{{{score},status=~"5.."}}{span}))', at)
+        f'sum(increase(scoring_requests_total{{{score},status!~"2.."}}{span}))', at)
     p99 = prometheus.scalar(
         "histogram_quantile(0.99, sum by (le) (increase("
         f'scoring_request_seconds_bucket{{{score},status!~"4.."}}{span})))', at)
@@ -215,16 +220,41 @@ def observe(prometheus: Prometheus, namespace: str, track: str, window: float,
 
 
 def per_bucket(cumulative: dict[float, float], edges: list[float]) -> np.ndarray:
-    """Counts per bucket from Prometheus' cumulative ``le`` counts."""
-    values = np.array([cumulative.get(edge, 0.0) for edge in edges])
-    return np.clip(np.diff(values, prepend=0.0), 0, None)
+    """Counts per bucket of ``edges`` from Prometheus' cumulative ``le`` counts.
+
+    An edge the histogram does not have (two versions whose prediction ranges,
+    and so buckets, differ) takes the count of its nearest edge below: a
+    cumulative count never falls back to 0.
+    """
+    known = sorted(cumulative)
+    values, last, i = [], 0.0, 0
+    for edge in edges:
+        while i < len(known) and known[i] <= edge:
+            last = cumulative[known[i]]
+            i += 1
+        values.append(last)
+    return np.clip(np.diff(np.array(values), prepend=0.0), 0, None)
+
+
+#: Added to each prediction bucket's count before the stability index (see
+#: :func:`ml_service.stability.psi_of_counts`): a step may see few predictions.
+SMOOTHING = 0.5
+
+
+def psi_allowance(mine: np.ndarray, theirs: np.ndarray) -> float:
+    """What the stability index of two samples of one distribution is on average:
+    about (bins - 1) x (1/n1 + 1/n2). A step with few predictions gets that much
+    more room, so sampling noise alone does not abort it."""
+    bins = int(np.count_nonzero((mine + theirs) > 0))
+    return float(max(bins - 1, 0) * (1 / mine.sum() + 1 / theirs.sum()))
 
 
 def judge(plan: Plan, canary: Track, stable: Track) -> Verdict:
     """The verdict of a step from the two tracks' figures."""
     edges = sorted(set(canary.predictions) | set(stable.predictions))
     mine, theirs = per_bucket(canary.predictions, edges), per_bucket(stable.predictions, edges)
-    psi = psi_of_counts(theirs, mine) if mine.sum() and theirs.sum() else math.nan
+    psi = psi_of_counts(theirs, mine, SMOOTHING) if mine.sum() and theirs.sum() else math.nan
+    allowance = psi_allowance(mine, theirs) if mine.sum() and theirs.sum() else 0.0
     verdict = Verdict(canary, stable, psi)
     failures = verdict.failures
     if canary.requests < max(plan.min_requests, 1):
@@ -233,19 +263,19 @@ def judge(plan: Plan, canary: Track, stable: Track) -> Verdict:
                         "traffic to judge it, or Prometheus does not scrape its pods")
         return verdict
     if canary.error_rate > stable.error_rate + plan.max_error_rate:
-        failures.append(f"server errors: {canary.error_rate:.1%} of the canary's requests "
-                        f"against {stable.error_rate:.1%} of the stable version's (at most "
-                        f"{plan.max_error_rate:.1%} more)")
+        failures.append(f"failed answers (not 2xx): {canary.error_rate:.1%} of the canary's "
+                        f"requests against {stable.error_rate:.1%} of the stable version's (at "
+                        f"most {plan.max_error_rate:.1%} more)")
     if not math.isnan(stable.p99):
         limit = max(stable.p99 * plan.max_p99_ratio, stable.p99 + plan.p99_slack)
         if canary.p99 > limit:
             failures.append(f"p99 latency: {canary.p99 * 1000:.0f} ms against the stable "
                             f"version's {stable.p99 * 1000:.0f} ms (at most "
                             f"{limit * 1000:.0f} ms)")
-    if not math.isnan(psi) and psi > plan.max_psi:
+    if not math.isnan(psi) and psi > plan.max_psi + allowance:
         failures.append(f"predictions shifted: population stability index {psi:.2f} between "
                         f"the canary's predictions and the stable version's (at most "
-                        f"{plan.max_psi:g})")
+                        f"{plan.max_psi:g}, plus {allowance:.2f} for the sample's size)")
     return verdict
 
 
@@ -256,7 +286,7 @@ class Report:
         self.path = path
         self._write(f"\n### Canary: version {version} against version {before} "
                     f"(namespace {namespace})\n\n"
-                    "| step | traffic | /score requests (canary / stable) | server errors | "
+                    "| step | traffic | /score requests (canary / stable) | failed answers | "
                     "p99 | prediction PSI | verdict |\n|---|---|---|---|---|---|---|\n")
 
     def step(self, number: int, share: str, verdict: Verdict) -> None:
@@ -285,46 +315,85 @@ def run(target: Cluster, plan: Plan, stage: str, version: int, image: str,
     """Promote ``image`` (``version``) through the plan's steps, then roll it out.
 
     ``smoke`` checks one pod by name; ``full_rollout`` is the rolling update of
-    the stable Deployment (with its own smoke tests and undo).
+    the stable Deployment (with its own smoke tests and undo). A SIGTERM (a
+    cancelled job) during the steps aborts like a failed check.
 
     Raises:
-        ReleaseError: If a step's pods are not ready, fail their smoke test or
+        CanaryAborted: If a step's pods are not ready, fail their smoke test or
             fail the analysis; the canary is removed and the stable version
-            serves all traffic.
+            serves all traffic. Also if the full rollout fails (its message
+            says what state it left).
     """
     namespace = target.namespace(stage)
     prometheus = Prometheus(plan.prometheus_url)
     report = Report(summary, version, before, namespace)
     stable = target.replicas(stage)
     target.delete_canary(stage)  # one left by an interrupted promotion
-    try:
-        for number, percent in enumerate(plan.steps, 1):
-            pods = canary_pods(percent, stable)
-            share = (f"{percent:g}% asked: {pods} of {pods + stable} pods "
-                     f"({pods / (pods + stable):.0%})")
-            logger.info("%s: canary step %d, version %s on %s", stage, number, version, share)
-            target.apply_canary(stage, version, image, pods)
-            for pod in target.new_pods(stage, CANARY):
-                smoke(pod)
-            sleep(plan.step_seconds)
-            at = time.time()
-            verdict = judge(plan, observe(prometheus, namespace, "canary", plan.step_seconds, at),
-                            observe(prometheus, namespace, "stable", plan.step_seconds, at))
-            report.step(number, share, verdict)
-            if not verdict.passed:
-                raise ReleaseError(f"canary step {number} ({share}) failed its analysis: "
-                                   f"{'; '.join(verdict.failures)}")
-        result = full_rollout()
-    except ReleaseError as exc:
-        target.delete_canary(stage)
-        report.end(f"**Aborted**: {exc}. The canary was removed: all traffic is back on "
-                   f"version {before}; alias 'production' unchanged.")
-        raise ReleaseError(f"{exc}; the canary was removed: all traffic is back on version "
-                           f"{before}") from None
-    except BaseException:
-        target.delete_canary(stage)
-        raise
-    target.delete_canary(stage)
+    rolling = False
+    with _sigterm_aborts():
+        try:
+            for number, percent in enumerate(plan.steps, 1):
+                pods = canary_pods(percent, stable)
+                share = (f"{percent:g}% asked: {pods} of {pods + stable} pods "
+                         f"({pods / (pods + stable):.0%})")
+                logger.info("%s: canary step %d, version %s on %s", stage, number, version,
+                            share)
+                target.apply_canary(stage, version, image, pods)
+                for pod in target.new_pods(stage, CANARY):
+                    smoke(pod)
+                sleep(plan.step_seconds)
+                at = time.time()
+                verdict = judge(plan,
+                                observe(prometheus, namespace, "canary", plan.step_seconds, at),
+                                observe(prometheus, namespace, "stable", plan.step_seconds, at))
+                report.step(number, share, verdict)
+                if not verdict.passed:
+                    raise CanaryAborted(f"canary step {number} ({share}) failed its analysis: "
+                                        f"{'; '.join(verdict.failures)}")
+            rolling = True
+            result = full_rollout()
+        except ReleaseError as exc:
+            left = _remove(target, stage, namespace)
+            where = (f"the canary was removed: all traffic is back on version {before}"
+                     if not rolling else "the canary was removed")
+            text = f"{exc}; {left or where}"
+            report.end(f"**Aborted**: {text}. Alias 'production' unchanged.")
+            raise CanaryAborted(text) from None
+        except BaseException:
+            _remove(target, stage, namespace)
+            raise
+    _remove(target, stage, namespace)
     report.end(f"**Promoted**: version {version} passed {len(plan.steps)} step(s) and was "
                f"rolled out to all {stable} pod(s).")
     return result
+
+
+def _remove(target: Cluster, stage: str, namespace: str) -> str | None:
+    """Delete the canary (one retry); what to tell the user if it could not be."""
+    for attempt in (1, 2):
+        try:
+            target.delete_canary(stage)
+            return None
+        except ReleaseError as exc:
+            if attempt == 2:
+                return (f"REMOVING THE CANARY FAILED ({exc}): it may still take traffic; "
+                        f"remove it with `kubectl -n {namespace} delete deployment {CANARY}`")
+            time.sleep(2)
+    return None
+
+
+@contextlib.contextmanager
+def _sigterm_aborts() -> Iterator[None]:
+    """While the steps run, SIGTERM raises CanaryAborted (so the canary is removed)."""
+    def abort(signum: int, frame: Any) -> None:
+        raise CanaryAborted("the promotion was stopped (SIGTERM)")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, abort)
+    except ValueError:  # not the main thread: nothing to install
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -120,6 +120,8 @@ class KubernetesTarget:
                 deployment = self._canary(self.plan, stage, version, image, smoke, after[0],
                                           before)
             else:
+                if stage == "production":  # one an interrupted canary promotion left
+                    self.delete_canary(stage)
                 deployment = self._roll(stage, version, image, smoke, after[0], before)
         except BaseException:
             if stored and during != stored:

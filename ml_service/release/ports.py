@@ -19,6 +19,10 @@ class ReleaseError(MlopsError):
     """A release step failed; the message says what state things were left in."""
 
 
+class CanaryAborted(ReleaseError):
+    """A canary promotion stopped before the new version took all the traffic."""
+
+
 #: Checks a running instance at ``url`` with one of its API keys; raises
 #: :class:`ReleaseError` if it fails.
 SmokeCheck = Callable[[str, str], None]

@@ -34,6 +34,7 @@ from collections.abc import Callable
 
 from ml_service.errors import UsageError
 from ml_service.release.ports import (
+    CanaryAborted,
     DeployTarget,
     Deployment,
     ReleaseError,
@@ -193,6 +194,9 @@ def _deploy_production(registry: ReleaseRegistry, target: DeployTarget,
     try:
         deployment = target.deploy("production", version, image, smoke_for(version),
                                    keep_previous=True)
+    except CanaryAborted as exc:
+        raise ReleaseError(f"the canary of version {version} was stopped: {exc}; alias "
+                           "'production' unchanged") from None
     except ReleaseError as exc:
         raise ReleaseError(f"production smoke test failed for version {version}: {exc}; "
                            "alias 'production' unchanged") from None

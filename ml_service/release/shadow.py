@@ -34,7 +34,14 @@ from typing import Any
 
 import yaml
 
-from ml_service.release.canary import TRACK_LABEL, Plan, Prometheus, observe, per_bucket
+from ml_service.release.canary import (
+    SMOOTHING,
+    TRACK_LABEL,
+    Plan,
+    Prometheus,
+    observe,
+    per_bucket,
+)
 from ml_service.release.kubernetes_target import CONTAINER, VERSION_ANNOTATION, KubernetesTarget
 from ml_service.release.ports import ReleaseError, SmokeCheck
 from ml_service.stability import psi_of_counts
@@ -45,8 +52,10 @@ SHADOW = "scoring-shadow"
 APP_LABEL = "app.kubernetes.io/name"
 #: Where production's pods find the shadow (the base Deployment mounts it).
 CONFIG_FILE = "target.json"
-#: Settings the shadow's own pods must not have.
+#: Settings the shadow's own pods must not have (set empty: that also overrides an
+#: envFrom): it copies nothing on, and its scoring log never joins production's.
 _NOT_IN_SHADOW = ("MLOPS_SHADOW_FILE", "MLOPS_SCORING_LOG_URI")
+SCORING_LOG_VOLUME = "scoring-log"
 
 
 def manifests(target: KubernetesTarget, version: int, image: str,
@@ -61,10 +70,15 @@ def manifests(target: KubernetesTarget, version: int, image: str,
     for selected in (deployment["spec"]["selector"]["matchLabels"], labels):
         selected[APP_LABEL] = SHADOW
         selected[TRACK_LABEL] = "shadow"
-    for container in deployment["spec"]["template"]["spec"]["containers"]:
+    pod = deployment["spec"]["template"]["spec"]
+    for container in pod["containers"]:
         if container["name"] == CONTAINER:
-            container["env"] = [e for e in container.get("env", [])
-                                if e["name"] not in _NOT_IN_SHADOW]
+            container["env"] = [*(e for e in container.get("env", [])
+                                  if e["name"] not in _NOT_IN_SHADOW),
+                                *({"name": name, "value": ""} for name in _NOT_IN_SHADOW)]
+    # Its own scoring log on its own volume, whatever production's is (a claim).
+    pod["volumes"] = [{"name": SCORING_LOG_VOLUME, "emptyDir": {"sizeLimit": "2Gi"}}
+                      if v["name"] == SCORING_LOG_VOLUME else v for v in pod.get("volumes", [])]
     service = {"apiVersion": "v1", "kind": "Service",
                "metadata": {"name": SHADOW, "labels": {APP_LABEL: SHADOW}},
                "spec": {"type": "ClusterIP",
@@ -199,7 +213,7 @@ def report(target: KubernetesTarget, version: int, thresholds: Thresholds, windo
            production_version: int | None) -> Report:
     """Ask Prometheus how the shadow compared with production over ``window`` seconds."""
     plan = thresholds.plan
-    prometheus = Prometheus(plan.prometheus_url)
+    prometheus = Prometheus(plan.prometheus_url, "the shadow report")
     namespace = target.namespace("production")
     at = time.time()
     span = f"[{window:.0f}s]"
@@ -222,7 +236,7 @@ def report(target: KubernetesTarget, version: int, thresholds: Thresholds, windo
     edges = sorted(set(shadow.predictions) | set(production.predictions))
     mine, theirs = (per_bucket(shadow.predictions, edges),
                     per_bucket(production.predictions, edges))
-    psi = psi_of_counts(theirs, mine) if mine.sum() and theirs.sum() else math.nan
+    psi = psi_of_counts(theirs, mine, SMOOTHING) if mine.sum() and theirs.sum() else math.nan
     found = Report(version, production_version, window, copies, rows, difference, psi,
                    {"shadow": shadow.p99, "production": production.p99},
                    {"shadow": shadow.error_rate, "production": production.error_rate})

@@ -194,7 +194,9 @@ def create_app(settings: Settings | None = None, host: str | None = None) -> Fas
                               max_bytes=settings.scoring_log_max_bytes,
                               ship_to=settings.scoring_log_uri,
                               max_age=settings.scoring_log_rotate_seconds,
-                              max_total=settings.scoring_log_max_total_bytes, prefix="shadow")
+                              # a quarter of the scoring log's room, beside it on the volume
+                              max_total=settings.scoring_log_max_total_bytes // 4,
+                              prefix="shadow")
 
         mirror = Mirror(settings.shadow_file, metrics.registry, metadata.prediction_range,
                         side_by_side=side_by_side if log_dir is not None and not keys else None)
@@ -205,11 +207,11 @@ def create_app(settings: Settings | None = None, host: str | None = None) -> Fas
         yield
         if watcher is not None:
             watcher.cancel()
-        if mirror is not None:
-            mirror.close()
         if scoring_log is not None:  # SIGTERM ends here: drain before exiting
             scoring_log.close()
             logger.info("scoring log closed: %d rows written", scoring_log.rows_written)
+        if mirror is not None:  # after the log: copies are worth less than the record
+            mirror.close()
 
     app = FastAPI(
         title="Scoring service",

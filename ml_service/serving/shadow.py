@@ -12,8 +12,9 @@ body, its credentials, its request id and production's predictions, for a
 background thread that sends it to the shadow's ``/score`` and compares the
 shadow's predictions with production's, row by row. The client has its
 answer before any of this happens: a slow, failing or absent shadow changes
-neither production's answers nor their latency, and a full queue drops the
-copy (counted), never the request.
+neither production's answers nor their latency, and a full queue (1,000
+copies or 32 MB) drops the copy (counted), never the request. After 5 failed
+copies in a row (a shadow that went away), copies are dropped for 5 s.
 
 What the comparison gives is exported with production's metrics:
 
@@ -124,16 +125,29 @@ class Mirror:
         prediction_range: The model's (low, high): the difference buckets are
             shares of its width.
         max_pending: Most copies waiting; more are dropped.
-        timeout: Seconds the shadow has to answer a copy.
+        max_pending_bytes: Most bytes of bodies (and logged inputs) waiting.
+        timeout: Seconds the shadow has to connect and answer a copy.
         side_by_side: Opens the side-by-side log of a shadow version (None: no log).
     """
 
+    #: After this many failed copies in a row, copies are dropped for PAUSE seconds
+    #: (a shadow that is gone must not keep the queue full).
+    FAILURES_BEFORE_PAUSE = 5
+    PAUSE = 5.0
+
     def __init__(self, file: Path, registry: CollectorRegistry,
                  prediction_range: Sequence[float], max_pending: int = 1000,
-                 timeout: float = 5.0,
-                 side_by_side: Callable[[int], ScoringLog] | None = None):
+                 timeout: float = 2.0,
+                 side_by_side: Callable[[int], ScoringLog] | None = None,
+                 max_pending_bytes: int = 32 * 2**20):
         self.file, self.timeout, self.side_by_side = file, timeout, side_by_side
         self.log: ScoringLog | None = None
+        self.max_pending_bytes = max_pending_bytes
+        self._pending_bytes = 0
+        self._bytes_lock = threading.Lock()
+        self._failures_in_a_row = 0
+        self._paused_until = 0.0
+        self._stopping = threading.Event()
         self.pending: queue.Queue[object] = queue.Queue(maxsize=max_pending)
         self.requests = Counter("scoring_shadow_requests", "Copies of /score requests sent to "
                                 "the shadow, by outcome (answered, failed, dropped).",
@@ -168,19 +182,30 @@ class Mirror:
         target = self.target
         if target is None or (target.fraction < 1 and random.random() >= target.fraction):
             return
+        if self.side_by_side is None:
+            inputs = None  # nothing logs them: do not hold them
+        size = len(body) + (inputs.nbytes if inputs is not None else 0)
+        with self._bytes_lock:
+            if (self._pending_bytes + size > self.max_pending_bytes
+                    or time.monotonic() < self._paused_until):
+                self._dropped.inc()
+                return
+            self._pending_bytes += size
         try:
             self.pending.put_nowait(Copy(body, headers, predictions, inputs, request_id))
         except queue.Full:
+            with self._bytes_lock:
+                self._pending_bytes -= size
             self._dropped.inc()
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop the thread (copies still queued are not sent)."""
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop the thread (copies still queued are dropped); it closes its log."""
+        self._stopping.set()
         try:
-            self.pending.put_nowait(_STOP)
+            self.pending.put_nowait(_STOP)  # wakes it if it waits for a copy
         except queue.Full:
             pass
         self._thread.join(timeout)
-        self._open_log(None)
 
     # -- the mirror's thread
 
@@ -214,19 +239,26 @@ class Mirror:
 
     def _run(self) -> None:
         checked = time.monotonic()
-        while True:
+        while not self._stopping.is_set():
             try:
                 item = self.pending.get(timeout=1.0)
             except queue.Empty:
                 item = None
-            if item is _STOP:
-                break
-            if time.monotonic() - checked >= 1.0:
-                self._refresh()
-                checked = time.monotonic()
-            if isinstance(item, Copy) and self.target is not None:
-                self._send(self.target, item)
+            if isinstance(item, Copy):
+                with self._bytes_lock:
+                    self._pending_bytes -= len(item.body) + (
+                        item.inputs.nbytes if item.inputs is not None else 0)
+            try:  # nothing may end this thread but close(): copies would pile up
+                if time.monotonic() - checked >= 1.0:
+                    self._refresh()
+                    checked = time.monotonic()
+                if isinstance(item, Copy) and self.target is not None \
+                        and not self._stopping.is_set():
+                    self._send(self.target, item)
+            except Exception:  # noqa: BLE001 - logged; the next copy gets its chance
+                logger.exception("shadow: a copy could not be handled")
         self._disconnect()
+        self._open_log(None)
 
     def _send(self, target: Target, copy: Copy) -> None:
         started = time.perf_counter()
@@ -238,13 +270,13 @@ class Mirror:
             if response.getheader("connection", "").lower() == "close":
                 self._disconnect()  # a draining shadow pod: the next copy reconnects
         except (OSError, http.client.HTTPException) as exc:
-            self._failed.inc()
+            self._fail()
             self._disconnect()
             logger.debug("shadow copy failed: %s", exc)
             return
         self.seconds.observe(time.perf_counter() - started)
         if response.status != 200:
-            self._failed.inc()
+            self._fail()
             return
         try:
             shadow = np.asarray(msgspec.json.decode(body)["result"], dtype=float)
@@ -254,6 +286,7 @@ class Mirror:
         if shadow.shape != copy.predictions.shape:
             self._failed.inc()
             return
+        self._failures_in_a_row = 0
         self._answered.inc()
         difference = np.abs(shadow - copy.predictions)
         self.differences.observe_many(difference)
@@ -264,6 +297,16 @@ class Mirror:
             # Full: the row goes unlogged (the comparison is in the metrics already).
             self.log.submit(Batch(copy.request_id, now_iso(),
                                   np.column_stack((copy.inputs, copy.predictions)), shadow))
+
+    def _fail(self) -> None:
+        """Count a failed copy; pause copying after several in a row."""
+        self._failed.inc()
+        self._failures_in_a_row += 1
+        if self._failures_in_a_row >= self.FAILURES_BEFORE_PAUSE:
+            self._failures_in_a_row = 0
+            self._paused_until = time.monotonic() + self.PAUSE
+            logger.warning("shadow: %d copies failed in a row; copies are dropped for %.0f s",
+                           self.FAILURES_BEFORE_PAUSE, self.PAUSE)
 
     def _connect(self, target: Target) -> http.client.HTTPConnection:
         if self._connection is None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
 
 from ml_service.errors import UsageError
@@ -73,8 +75,8 @@ def test_too_few_requests_is_no_verdict_and_fails():
 def test_server_errors_beyond_the_stable_versions_fail():
     assert judge(PLAN, track(errors=4), track(errors=2)).passed  # 1% vs 0.5%: within 1% more
     verdict = judge(PLAN, track(errors=12), track(errors=2))
-    assert verdict.failures == ["server errors: 3.0% of the canary's requests against 0.5% of "
-                                "the stable version's (at most 1.0% more)"]
+    assert verdict.failures == ["failed answers (not 2xx): 3.0% of the canary's requests "
+                                "against 0.5% of the stable version's (at most 1.0% more)"]
 
 
 def test_p99_beyond_the_ratio_and_the_slack_fails():
@@ -156,7 +158,7 @@ def test_a_failed_analysis_removes_the_canary_and_says_why(monkeypatch, tmp_path
     assert cluster.calls == [("delete",), ("apply", 1), ("hold", 30), ("delete",)]
     text = (tmp_path / "summary.md").read_text()
     assert "| **fail** |" in text and "**Aborted**: canary step 1" in text
-    assert "alias 'production' unchanged" in text
+    assert "Alias 'production' unchanged" in text
 
 
 def test_canary_pods_that_never_get_ready_or_fail_their_smoke_test_are_removed(
@@ -184,3 +186,76 @@ def test_an_interrupted_promotion_removes_the_canary(monkeypatch, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run(cluster, monkeypatch, tmp_path, [], smoke=interrupted)
     assert cluster.calls[-1] == ("delete",)
+
+
+def test_buckets_of_histograms_with_other_edges_are_not_counted_twice():
+    from ml_service.release.canary import per_bucket
+
+    edges = [100.0, 150.0, 200.0, math.inf]
+    # 150 is not an edge of this histogram: its count is the one at 100, not 0.
+    counts = per_bucket({100.0: 10, 200.0: 30, math.inf: 40}, edges)
+    assert counts.tolist() == [10, 0, 20, 10] and counts.sum() == 40
+
+
+def test_a_small_sample_of_the_same_predictions_is_not_called_a_shift():
+    rng = np.random.default_rng(0)
+    edges = [float(e) for e in np.linspace(25, 346, 11)] + [math.inf]
+
+    def histogram(n):
+        values = rng.normal(152, 60, n)
+        return {edge: float(np.sum(values <= edge)) for edge in edges}
+
+    # 50 canary predictions against 5,000 stable ones of one distribution: the
+    # index alone is sampling noise, about (bins - 1) / 50.
+    stable = track(requests=5000, predictions=histogram(5000))
+    passed = [judge(PLAN, track(requests=50, predictions=histogram(50)), stable).passed
+              for _ in range(20)]
+    assert sum(passed) >= 19
+    assert not judge(PLAN, track(requests=50, predictions=SHIFTED), track()).passed
+
+
+def test_a_canary_that_cannot_be_removed_says_so_and_how(monkeypatch, tmp_path):
+    cluster = FakeCluster()
+    deletes = []
+
+    def delete(stage):
+        deletes.append(stage)
+        if len(deletes) > 1:  # the first (a leftover) works; removing this one fails
+            raise ReleaseError("kubectl delete …: the server is unreachable")
+
+    cluster.delete_canary = delete
+    monkeypatch.setattr(canary.time, "sleep", lambda seconds: None)
+    with pytest.raises(ReleaseError) as failed:
+        run(cluster, monkeypatch, tmp_path, [(track(predictions=SHIFTED), track())])
+    assert "REMOVING THE CANARY FAILED" in str(failed.value)
+    assert "kubectl -n ns-production delete deployment scoring-canary" in str(failed.value)
+    assert "all traffic is back" not in str(failed.value)
+
+
+def test_a_failed_full_rollout_does_not_claim_the_old_version_serves(monkeypatch, tmp_path):
+    cluster = FakeCluster()
+
+    def rollout():
+        raise ReleaseError("pod x failed its smoke test; the rollout was undone")
+
+    monkeypatch.setattr(canary, "observe", lambda p, n, which, w, at: track())
+    with pytest.raises(ReleaseError) as failed:
+        canary.run(cluster, PLAN, "production", 3, "img", 2, lambda pod: None, rollout,
+                   sleep=lambda seconds: None)
+    assert str(failed.value) == ("pod x failed its smoke test; the rollout was undone; the "
+                                 "canary was removed")
+
+
+def test_sigterm_during_the_steps_aborts_and_removes_the_canary(monkeypatch, tmp_path):
+    import os
+    import signal
+
+    cluster = FakeCluster()
+
+    def terminated(pod):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(ReleaseError, match=r"stopped \(SIGTERM\); the canary was removed"):
+        run(cluster, monkeypatch, tmp_path, [], smoke=terminated)
+    assert cluster.calls[-1] == ("delete",)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back

@@ -124,8 +124,10 @@ def test_a_shadow_is_production_s_deployment_that_its_service_does_not_select(mo
     assert all(labels.get(k) == v for k, v in service["spec"]["selector"].items())
     # It copies nothing on, and its scoring log never joins production's.
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    names = {e["name"] for e in container["env"]}
-    assert "MLOPS_SHADOW_FILE" not in names and "MLOPS_SCORING_LOG_URI" not in names
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MLOPS_SHADOW_FILE"] == env["MLOPS_SCORING_LOG_URI"] == ""  # beats an envFrom
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert "emptyDir" in volumes["scoring-log"]
     assert container["image"] == REF
     assert deployment["spec"]["template"]["metadata"]["annotations"][VERSION_ANNOTATION] == "9"
     production_env = {e["name"] for e in next(d for d in documents if d["kind"] == "Deployment")[

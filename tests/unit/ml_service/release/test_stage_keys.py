@@ -81,6 +81,9 @@ class KubernetesRecording(_Recording, KubernetesTarget):
     def _ensure_pull_secret(self, stage):
         pass
 
+    def delete_canary(self, stage):
+        pass
+
     def _roll(self, stage, version, image, smoke, key, before):
         return self._deployed(key)
 
