@@ -21,8 +21,10 @@ $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 
+# One retry: a uv cache being restored (actions/cache extracting into it while
+# another job on the same machine installs) can miss a file for a moment.
 $(VENV)/.installed: pyproject.toml uv.lock | $(BIN)/uv
-	$(BIN)/uv sync --frozen --compile-bytecode
+	$(BIN)/uv sync --frozen --compile-bytecode || { sleep 5; $(BIN)/uv sync --frozen --compile-bytecode; }
 	@touch $@
 
 .PHONY: help
