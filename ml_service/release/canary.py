@@ -44,13 +44,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
-import requests
-
 from ml_service.errors import UsageError
+from ml_service.release.analysis import Prometheus, Track, observe, p99_limit, prediction_shift
 from ml_service.release.ports import CanaryAborted, ReleaseError
 from ml_service.settings import Settings
-from ml_service.stability import psi_of_counts
 
 logger = logging.getLogger(__name__)
 
@@ -135,20 +132,6 @@ class Plan:
 
 
 @dataclass
-class Track:
-    """What Prometheus saw of one track (canary or stable) over a window."""
-
-    requests: float
-    errors: float
-    p99: float  # seconds; nan without requests
-    predictions: dict[float, float]  # bucket upper edge -> count in the window
-
-    @property
-    def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
-
-
-@dataclass
 class Verdict:
     """A step's analysis: each track's figures and the failed checks."""
 
@@ -162,99 +145,9 @@ class Verdict:
         return not self.failures
 
 
-class Prometheus:
-    """The HTTP query API of a Prometheus server."""
-
-    def __init__(self, url: str, purpose: str = "the canary's analysis"):
-        self.url, self.purpose = url, purpose
-
-    def query(self, expr: str, at: float) -> list[dict[str, Any]]:
-        """An instant vector ``expr`` at ``at`` (Unix time).
-
-        Raises:
-            ReleaseError: If Prometheus does not answer or refuses the query.
-        """
-        try:
-            response = requests.get(f"{self.url}/api/v1/query",
-                                    params={"query": expr, "time": f"{at:.3f}"}, timeout=15)
-            body = response.json()
-        except (requests.RequestException, ValueError) as exc:
-            raise ReleaseError(f"Prometheus at {self.url} (MLOPS_PROMETHEUS_URL) did not answer "
-                               f"{self.purpose} ({type(exc).__name__}: {str(exc)[:200]})"
-                               ) from None
-        if body.get("status") != "success":
-            raise ReleaseError(f"Prometheus at {self.url} refused {expr[:120]!r}: "
-                               f"{body.get('error', response.text[:200])}")
-        result: list[dict[str, Any]] = body["data"]["result"]
-        return result
-
-    def scalar(self, expr: str, at: float) -> float:
-        """The one value of ``expr`` (0 when the vector is empty)."""
-        found = self.query(expr, at)
-        return float(found[0]["value"][1]) if found else 0.0
-
-
-def observe(prometheus: Prometheus, namespace: str, track: str, window: float,
-            at: float) -> Track:
-    """One track's requests, errors, p99 and prediction histogram over ``window`` s.
-
-    ``track``: ``canary``, ``shadow`` or ``stable`` (the pods of neither, so
-    also those deployed before the track label existed).
-    """
-    select = (f'namespace="{namespace}",track="{track}"' if track != "stable"
-              else f'namespace="{namespace}",track!~"canary|shadow"')
-    span = f"[{window:.0f}s]"
-    score = f'{select},route="/score"'
-    requests_ = prometheus.scalar(f"sum(increase(scoring_requests_total{{{score}}}{span}))", at)
-    # Any answer but 2xx: a canary that refuses what the stable version accepts
-    # (422, 401) fails its clients as surely as one that breaks (5xx).
-    errors = prometheus.scalar(
-        f'sum(increase(scoring_requests_total{{{score},status!~"2.."}}{span}))', at)
-    p99 = prometheus.scalar(
-        "histogram_quantile(0.99, sum by (le) (increase("
-        f'scoring_request_seconds_bucket{{{score},status!~"4.."}}{span})))', at)
-    buckets = prometheus.query(
-        f"sum by (le) (increase(scoring_prediction_bucket{{{select}}}{span}))", at)
-    predictions = {float(b["metric"]["le"]): float(b["value"][1]) for b in buckets}
-    return Track(requests_, errors, p99 if requests_ else math.nan, predictions)
-
-
-def per_bucket(cumulative: dict[float, float], edges: list[float]) -> np.ndarray:
-    """Counts per bucket of ``edges`` from Prometheus' cumulative ``le`` counts.
-
-    An edge the histogram does not have (two versions whose prediction ranges,
-    and so buckets, differ) takes the count of its nearest edge below: a
-    cumulative count never falls back to 0.
-    """
-    known = sorted(cumulative)
-    values, last, i = [], 0.0, 0
-    for edge in edges:
-        while i < len(known) and known[i] <= edge:
-            last = cumulative[known[i]]
-            i += 1
-        values.append(last)
-    return np.clip(np.diff(np.array(values), prepend=0.0), 0, None)
-
-
-#: Added to each prediction bucket's count before the stability index (see
-#: :func:`ml_service.stability.psi_of_counts`): a step may see few predictions.
-SMOOTHING = 0.5
-
-
-def psi_allowance(mine: np.ndarray, theirs: np.ndarray) -> float:
-    """What the stability index of two samples of one distribution is on average:
-    about (bins - 1) x (1/n1 + 1/n2). A step with few predictions gets that much
-    more room, so sampling noise alone does not abort it."""
-    bins = int(np.count_nonzero((mine + theirs) > 0))
-    return float(max(bins - 1, 0) * (1 / mine.sum() + 1 / theirs.sum()))
-
-
 def judge(plan: Plan, canary: Track, stable: Track) -> Verdict:
     """The verdict of a step from the two tracks' figures."""
-    edges = sorted(set(canary.predictions) | set(stable.predictions))
-    mine, theirs = per_bucket(canary.predictions, edges), per_bucket(stable.predictions, edges)
-    psi = psi_of_counts(theirs, mine, SMOOTHING) if mine.sum() and theirs.sum() else math.nan
-    allowance = psi_allowance(mine, theirs) if mine.sum() and theirs.sum() else 0.0
+    psi, allowance = prediction_shift(canary, stable)
     verdict = Verdict(canary, stable, psi)
     failures = verdict.failures
     if canary.requests < max(plan.min_requests, 1):
@@ -267,7 +160,7 @@ def judge(plan: Plan, canary: Track, stable: Track) -> Verdict:
                         f"requests against {stable.error_rate:.1%} of the stable version's (at "
                         f"most {plan.max_error_rate:.1%} more)")
     if not math.isnan(stable.p99):
-        limit = max(stable.p99 * plan.max_p99_ratio, stable.p99 + plan.p99_slack)
+        limit = p99_limit(stable.p99, plan.max_p99_ratio, plan.p99_slack)
         if canary.p99 > limit:
             failures.append(f"p99 latency: {canary.p99 * 1000:.0f} ms against the stable "
                             f"version's {stable.p99 * 1000:.0f} ms (at most "

@@ -34,17 +34,10 @@ from typing import Any
 
 import yaml
 
-from ml_service.release.canary import (
-    SMOOTHING,
-    TRACK_LABEL,
-    Plan,
-    Prometheus,
-    observe,
-    per_bucket,
-)
+from ml_service.release.analysis import Prometheus, observe, p99_limit, prediction_shift
+from ml_service.release.canary import TRACK_LABEL, Plan
 from ml_service.release.kubernetes_target import CONTAINER, VERSION_ANNOTATION, KubernetesTarget
 from ml_service.release.ports import ReleaseError, SmokeCheck
-from ml_service.stability import psi_of_counts
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +154,7 @@ class Report:
     p99: dict[str, float]
     error_rate: dict[str, float]
     failures: list[str] = field(default_factory=list)
+    psi_allowance: float = 0.0  # what sampling alone gives the index (analysis.psi_allowance)
 
     @property
     def passed(self) -> bool:
@@ -233,13 +227,11 @@ def report(target: KubernetesTarget, version: int, thresholds: Thresholds, windo
         difference[name] = float(quantile[0]["value"][1]) if quantile else math.nan
     shadow = observe(prometheus, namespace, "shadow", window, at)
     production = observe(prometheus, namespace, "stable", window, at)
-    edges = sorted(set(shadow.predictions) | set(production.predictions))
-    mine, theirs = (per_bucket(shadow.predictions, edges),
-                    per_bucket(production.predictions, edges))
-    psi = psi_of_counts(theirs, mine, SMOOTHING) if mine.sum() and theirs.sum() else math.nan
+    psi, allowance = prediction_shift(shadow, production)
     found = Report(version, production_version, window, copies, rows, difference, psi,
                    {"shadow": shadow.p99, "production": production.p99},
-                   {"shadow": shadow.error_rate, "production": production.error_rate})
+                   {"shadow": shadow.error_rate, "production": production.error_rate},
+                   psi_allowance=allowance)
     _judge(found, thresholds)
     return found
 
@@ -262,12 +254,13 @@ def _judge(found: Report, thresholds: Thresholds) -> None:
         failures.append(f"agreement: {found.agreement:.1%} of rows within the tolerance of "
                         f"production's prediction (at least {thresholds.min_agreement:.0%}, "
                         "MLOPS_SHADOW_MIN_AGREEMENT)")
-    if not math.isnan(found.psi) and found.psi > plan.max_psi:
+    if not math.isnan(found.psi) and found.psi > plan.max_psi + found.psi_allowance:
         failures.append(f"predictions shifted: population stability index {found.psi:.2f} "
-                        f"against production's (at most {plan.max_psi:g})")
+                        f"against production's (at most {plan.max_psi:g}, plus "
+                        f"{found.psi_allowance:.2f} for the sample's size)")
     shadow_p99, production_p99 = found.p99["shadow"], found.p99["production"]
     if not (math.isnan(shadow_p99) or math.isnan(production_p99)):
-        limit = max(production_p99 * plan.max_p99_ratio, production_p99 + plan.p99_slack)
+        limit = p99_limit(production_p99, plan.max_p99_ratio, plan.p99_slack)
         if shadow_p99 > limit:
             failures.append(f"p99 latency: {shadow_p99 * 1000:.0f} ms against production's "
                             f"{production_p99 * 1000:.0f} ms (at most {limit * 1000:.0f} ms)")

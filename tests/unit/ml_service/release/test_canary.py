@@ -14,7 +14,8 @@ import pytest
 
 from ml_service.errors import UsageError
 from ml_service.release import canary
-from ml_service.release.canary import Plan, Track, canary_pods, judge, parse_steps
+from ml_service.release.analysis import Track
+from ml_service.release.canary import Plan, canary_pods, judge, parse_steps
 from ml_service.release.ports import ReleaseError
 from ml_service.settings import Settings
 
@@ -189,7 +190,7 @@ def test_an_interrupted_promotion_removes_the_canary(monkeypatch, tmp_path):
 
 
 def test_buckets_of_histograms_with_other_edges_are_not_counted_twice():
-    from ml_service.release.canary import per_bucket
+    from ml_service.release.analysis import per_bucket
 
     edges = [100.0, 150.0, 200.0, math.inf]
     # 150 is not an edge of this histogram: its count is the one at 100, not 0.
